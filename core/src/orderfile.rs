@@ -1,0 +1,1 @@
+//! CSV order files (see README).

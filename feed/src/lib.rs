@@ -1,0 +1,1 @@
+//! tickwire-feed: see README.md. Filled in by its own issue.

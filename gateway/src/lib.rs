@@ -1,0 +1,1 @@
+//! tickwire-gateway: see README.md. Filled in by its own issue.

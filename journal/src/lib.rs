@@ -1,0 +1,1 @@
+//! tickwire-journal: command journal, snapshots and recovery (issue 4).

@@ -1,0 +1,1 @@
+//! tickwire-protocol: see README.md. Filled in by its own issue.
