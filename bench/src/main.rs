@@ -1,1 +1,41 @@
-fn main() {}
+//! tickwire-bench: `cargo run --release -p tickwire-bench -- <bench> [--quick] [--json]`.
+//! Every benchmark measures its baseline in the same run and prints ratios against it.
+
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tickwire-bench", about = "Tickwire benchmarks (each with its baseline in the same run)")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+/// Options every benchmark takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Common {
+    /// Short run (about a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Matching engine: direct and through the rings, vs matchcore.
+    Match(Common),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::Match(c) => {
+            let mut r = report::Report::new(c.json);
+            r.note("match: not implemented yet");
+            r.finish();
+        }
+    }
+}

@@ -85,6 +85,16 @@ impl Engine {
         1
     }
 
+    /// Bytes allocated at start-up for orders, levels and id maps (all capacities).
+    pub fn memory_bytes(&self) -> usize {
+        0
+    }
+
+    /// Preallocated bytes per resting-order capacity: order slot plus its share of the id index.
+    pub fn bytes_per_order(&self) -> usize {
+        0
+    }
+
     /// Sequence of the last command applied (0 before the first).
     pub fn last_cmd_seq(&self) -> Seq {
         0
