@@ -111,6 +111,9 @@ impl EngineConfig {
             if i.price_band_bps == Some(0) {
                 return bad("price_band_bps must be > 0 when set");
             }
+            if i.max_qty.checked_mul(self.orders_max as u64).is_none() {
+                return bad("max_qty * orders_max overflows a level total (u64)");
+            }
             if matches!(i.reference_price, Some(p) if p <= 0) {
                 return bad("reference_price must be > 0");
             }
