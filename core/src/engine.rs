@@ -48,8 +48,8 @@ pub struct RestingOrder {
 
 /// Assigns event sequences and marks each command's last event: events are held back by one so
 /// the last can be flagged before it leaves.
-struct Emitter {
-    next_seq: Seq,
+pub(crate) struct Emitter {
+    pub(crate) next_seq: Seq,
     cmd_seq: Seq,
     ts_ns: u64,
     pending: Event,
@@ -104,15 +104,15 @@ fn crosses(side: Side, limit: Option<Price>, resting: Price) -> bool {
 
 /// The matching engine. See docs/matching.md for the exact semantics.
 pub struct Engine {
-    books: Vec<OrderBook>,
+    pub(crate) books: Vec<OrderBook>,
     /// Instrument ids, ascending, parallel to `books`.
-    ids: Vec<InstrumentId>,
-    store: OrderStore,
-    index: OrderIndex,
-    accounts: AccountTable,
+    pub(crate) ids: Vec<InstrumentId>,
+    pub(crate) store: OrderStore,
+    pub(crate) index: OrderIndex,
+    pub(crate) accounts: AccountTable,
     default_stp: StpMode,
-    last_cmd_seq: Seq,
-    em: Emitter,
+    pub(crate) last_cmd_seq: Seq,
+    pub(crate) em: Emitter,
 }
 
 impl Engine {
@@ -640,7 +640,7 @@ impl Engine {
     }
 
     #[inline]
-    fn link_account(&mut self, ai: u32, slot: u32) {
+    pub(crate) fn link_account(&mut self, ai: u32, slot: u32) {
         let tail = self.accounts[ai].tail;
         self.store[slot].acct_prev = tail;
         self.store[slot].acct_next = NIL;

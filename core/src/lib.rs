@@ -18,6 +18,7 @@ pub mod event;
 pub mod hash;
 pub mod orderfile;
 pub mod ring;
+pub mod snapshot;
 pub mod types;
 
 pub use command::{Command, CommandKind};

@@ -98,3 +98,49 @@ fn garbage_never_panics() {
         assert!(!out.is_empty());
     }
 }
+
+#[test]
+fn snapshot_restore_is_indistinguishable() {
+    let cfg = EngineConfig::single_default();
+    let mut a = Engine::new(&cfg).unwrap();
+    let mut s = 0;
+    let mut x: u64 = 7;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut cmds = Vec::new();
+    for id in 0..3000u64 {
+        let r = next();
+        let acct = (r % 7) as u32 + 1;
+        let side = if r & 8 == 0 { Side::Buy } else { Side::Sell };
+        let price = 100 + ((r >> 8) % 11) as i64 - 5;
+        let c = match (r >> 20) % 10 {
+            0..=5 => Command::new_order(acct, 1, id, side, OrderType::LimitGtc, Some(price), (r >> 30) % 9 + 1, Some(StpMode::CancelMaker)),
+            6 | 7 => Command::cancel(acct, 1, id.saturating_sub((r >> 40) % 50)),
+            8 => Command::replace(acct, 1, id.saturating_sub((r >> 40) % 50), Some(price), (r >> 30) % 9 + 1),
+            _ => Command::mass_cancel(acct, Some(1), CancelReason::MassCancel),
+        };
+        cmds.push(c);
+    }
+    let (first, second) = cmds.split_at(2000);
+    for c in first {
+        run(&mut a, &mut s, *c);
+    }
+    let snap = a.snapshot();
+    let mut b = Engine::restore(&cfg, &snap).unwrap();
+    assert_eq!(a.state_hash(), b.state_hash());
+    let mut s2 = s;
+    for c in second {
+        let ea = run(&mut a, &mut s, *c);
+        let eb = run(&mut b, &mut s2, *c);
+        assert_eq!(ea, eb);
+    }
+    assert_eq!(a.state_hash(), b.state_hash());
+    // A snapshot that lies about its hash is refused.
+    let mut bad = snap.clone();
+    bad.state_hash ^= 1;
+    assert!(Engine::restore(&cfg, &bad).is_err());
+}

@@ -58,6 +58,11 @@ impl AccountTable {
         None
     }
 
+    /// Accounts in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = &AccountState> {
+        self.entries.iter()
+    }
+
     /// Whether a new account can be added.
     #[inline]
     pub fn is_full(&self) -> bool {
