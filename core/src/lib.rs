@@ -6,6 +6,7 @@
 //! - [`ring`]: Disruptor-style lock-free rings (inbound commands, outbound events in shared memory).
 //! - [`pipeline`]: the wiring of producers → inbound ring → pinned engine agent → outbound ring.
 //! - [`orderfile`]: the CSV order file format shared by tests, tools and benchmarks.
+//! - [`config_file`]: the TOML configuration file (`tools/match.example.toml`) → [`EngineConfig`].
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("tickwire assumes a little-endian target: records are written as in-memory bytes");
@@ -13,6 +14,7 @@ compile_error!("tickwire assumes a little-endian target: records are written as 
 pub mod book;
 pub mod command;
 pub mod config;
+pub mod config_file;
 pub mod engine;
 pub mod event;
 pub mod hash;
