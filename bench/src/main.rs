@@ -1,7 +1,9 @@
 //! tickwire-bench: `cargo run --release -p tickwire-bench -- <bench> [--quick] [--json]`.
 //! Every benchmark measures its baseline in the same run and prints ratios against it.
 
+mod match_bench;
 mod report;
+mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -32,10 +34,6 @@ enum Bench {
 fn main() {
     let cli = Cli::parse();
     match cli.bench {
-        Bench::Match(c) => {
-            let mut r = report::Report::new(c.json);
-            r.note("match: not implemented yet");
-            r.finish();
-        }
+        Bench::Match(c) => match_bench::run(&c),
     }
 }
