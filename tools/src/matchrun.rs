@@ -119,74 +119,112 @@ impl From<io::Error> for MatchError {
     }
 }
 
-/// Runs `orders` through a fresh engine built from `cfg`. Writes one book row per data line to
-/// `book`, every event to `events` (header first) if given, and calls `on_malformed` for every
-/// malformed line. Outputs are flushed before returning.
+/// Runs `orders` through a fresh engine built from `cfg`: [`MatchRun::new`] then
+/// [`MatchRun::run`].
 pub fn run_match<R: BufRead>(
     cfg: &EngineConfig,
     orders: R,
     opts: &MatchOptions,
     book: &mut dyn Write,
-    mut events: Option<&mut dyn Write>,
+    events: Option<&mut dyn Write>,
     on_malformed: &mut dyn FnMut(&ParseError),
 ) -> Result<Summary, MatchError> {
-    if opts.levels == 0 {
-        return Err(MatchError::NoLevels);
-    }
-    let instrument = match opts.instrument {
-        Some(id) if cfg.instruments.iter().any(|i| i.id == id) => id,
-        Some(id) => return Err(MatchError::UnknownInstrument(id)),
-        None => cfg.instruments.first().map_or(0, |i| i.id),
-    };
-    let mut engine = Engine::new(cfg).map_err(MatchError::Config)?;
-    if let Some(ev) = events.as_deref_mut() {
-        writeln!(ev, "{EVENTS_HEADER}")?;
-    }
-    let mut summary = Summary::default();
-    let mut out: Vec<Event> = Vec::with_capacity(64);
-    let (mut asks, mut bids): (Vec<Level>, Vec<Level>) = (Vec::new(), Vec::new());
-    let mut row = String::with_capacity(opts.levels * 48);
-    for rec in Reader::new(orders) {
-        match rec.map_err(MatchError::Orders)? {
-            Record::Command { cmd, .. } => {
-                summary.commands += 1;
-                out.clear();
-                engine.handle(&cmd, &mut out);
-                for e in &out {
-                    summary.events += 1;
-                    match e.kind() {
-                        Some(EventKind::Trade) => summary.trades += 1,
-                        Some(EventKind::Rejected) => {
-                            let name = RejectReason::from_u8(e.reason).map_or("unknown_reason", |r| r.name());
-                            *summary.rejects.entry(name).or_default() += 1;
-                        }
-                        _ => {}
-                    }
-                    if let Some(ev) = events.as_deref_mut() {
-                        write_event(ev, e)?;
-                    }
-                }
-                engine.depth(instrument, Side::Sell, opts.levels, &mut asks);
-                engine.depth(instrument, Side::Buy, opts.levels, &mut bids);
-                row.clear();
-                format_book_row(&asks, &bids, opts.levels, &mut row);
-            }
-            Record::Malformed(err) => {
-                *summary.parse_errors.entry(err.kind.code()).or_default() += 1;
-                on_malformed(&err);
-                if row.is_empty() {
-                    format_book_row(&asks, &bids, opts.levels, &mut row);
-                }
-            }
+    MatchRun::new(cfg, opts)?.run(orders, book, events, on_malformed)
+}
+
+/// An engine ready to run one order file (built, with all its capacity allocated, before the
+/// run so a caller can time the run alone).
+pub struct MatchRun {
+    engine: Engine,
+    instrument: InstrumentId,
+    levels: usize,
+}
+
+impl MatchRun {
+    /// Builds the engine and checks the options.
+    pub fn new(cfg: &EngineConfig, opts: &MatchOptions) -> Result<MatchRun, MatchError> {
+        if opts.levels == 0 {
+            return Err(MatchError::NoLevels);
         }
-        summary.lines += 1;
-        book.write_all(row.as_bytes())?;
+        let instrument = match opts.instrument {
+            Some(id) if cfg.instruments.iter().any(|i| i.id == id) => id,
+            Some(id) => return Err(MatchError::UnknownInstrument(id)),
+            None => cfg.instruments.first().map_or(0, |i| i.id),
+        };
+        let engine = Engine::new(cfg).map_err(MatchError::Config)?;
+        Ok(MatchRun { engine, instrument, levels: opts.levels })
     }
-    book.flush()?;
-    if let Some(ev) = events {
-        ev.flush()?;
+
+    /// The instrument whose book is written.
+    pub fn instrument(&self) -> InstrumentId {
+        self.instrument
     }
-    Ok(summary)
+
+    /// The engine (its state after a run).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs `orders`. Writes one book row per data line to `book`, every event to `events`
+    /// (header first) if given, and calls `on_malformed` for every malformed line. Outputs are
+    /// flushed before returning. On an unusable header nothing but the events header is written.
+    pub fn run<R: BufRead>(
+        &mut self,
+        orders: R,
+        book: &mut dyn Write,
+        mut events: Option<&mut dyn Write>,
+        on_malformed: &mut dyn FnMut(&ParseError),
+    ) -> Result<Summary, MatchError> {
+        let (engine, instrument, levels) = (&mut self.engine, self.instrument, self.levels);
+        if let Some(ev) = events.as_deref_mut() {
+            writeln!(ev, "{EVENTS_HEADER}")?;
+        }
+        let mut summary = Summary::default();
+        let mut out: Vec<Event> = Vec::with_capacity(64);
+        let (mut asks, mut bids): (Vec<Level>, Vec<Level>) = (Vec::new(), Vec::new());
+        let mut row = String::with_capacity(levels * 48);
+        for rec in Reader::new(orders) {
+            match rec.map_err(MatchError::Orders)? {
+                Record::Command { cmd, .. } => {
+                    summary.commands += 1;
+                    out.clear();
+                    engine.handle(&cmd, &mut out);
+                    for e in &out {
+                        summary.events += 1;
+                        match e.kind() {
+                            Some(EventKind::Trade) => summary.trades += 1,
+                            Some(EventKind::Rejected) => {
+                                let name = RejectReason::from_u8(e.reason).map_or("unknown_reason", |r| r.name());
+                                *summary.rejects.entry(name).or_default() += 1;
+                            }
+                            _ => {}
+                        }
+                        if let Some(ev) = events.as_deref_mut() {
+                            write_event(ev, e)?;
+                        }
+                    }
+                    engine.depth(instrument, Side::Sell, levels, &mut asks);
+                    engine.depth(instrument, Side::Buy, levels, &mut bids);
+                    row.clear();
+                    format_book_row(&asks, &bids, levels, &mut row);
+                }
+                Record::Malformed(err) => {
+                    *summary.parse_errors.entry(err.kind.code()).or_default() += 1;
+                    on_malformed(&err);
+                    if row.is_empty() {
+                        format_book_row(&asks, &bids, levels, &mut row);
+                    }
+                }
+            }
+            summary.lines += 1;
+            book.write_all(row.as_bytes())?;
+        }
+        book.flush()?;
+        if let Some(ev) = events {
+            ev.flush()?;
+        }
+        Ok(summary)
+    }
 }
 
 /// Appends one LOBSTER orderbook row (with its `\n`) for `levels` levels per side.

@@ -15,7 +15,7 @@ use std::time::Instant;
 use clap::Parser;
 use tickwire_core::config_file::parse_config;
 use tickwire_core::{EngineConfig, InstrumentId};
-use tickwire_tools::matchrun::{run_match, MatchOptions};
+use tickwire_tools::matchrun::{MatchError, MatchOptions, MatchRun};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,23 +67,18 @@ fn run(cli: Cli) -> Result<(), String> {
         None => None,
     };
     let opts = MatchOptions { levels: cli.levels as usize, instrument: cli.instrument };
+    let mut runner = MatchRun::new(&cfg, &opts).map_err(|e| e.to_string())?;
     let stderr = io::stderr();
     let mut report = |e: &tickwire_core::orderfile::ParseError| {
         let _ = writeln!(stderr.lock(), "{e}");
     };
     let start = Instant::now();
-    let summary = run_match(
-        &cfg,
-        orders,
-        &opts,
-        &mut book,
-        events.as_mut().map(|w| w as &mut dyn Write),
-        &mut report,
-    )
-    .map_err(|e| match e {
-        tickwire_tools::matchrun::MatchError::Orders(e) => format!("{}: {e}", cli.orders.display()),
-        e => e.to_string(),
-    })?;
+    let summary = runner
+        .run(orders, &mut book, events.as_mut().map(|w| w as &mut dyn Write), &mut report)
+        .map_err(|e| match e {
+            MatchError::Orders(e) => format!("{}: {e}", cli.orders.display()),
+            e => e.to_string(),
+        })?;
     let elapsed = start.elapsed();
     eprintln!("{}", summary.line(elapsed));
     Ok(())
