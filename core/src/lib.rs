@@ -11,6 +11,7 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("tickwire assumes a little-endian target: records are written as in-memory bytes");
 
+pub mod agent;
 pub mod book;
 pub mod command;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod event;
 pub mod hash;
 pub mod orderfile;
+pub mod pipeline;
 pub mod ring;
 pub mod snapshot;
 pub mod types;

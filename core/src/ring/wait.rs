@@ -1,0 +1,204 @@
+//! Wait and idle strategies.
+//!
+//! [`WaitStrategyKind`] is the configuration; [`IdleStrategy`] the per-thread state that applies
+//! it, Agrona style: call [`IdleStrategy::idle`] with the amount of work the last step did; any
+//! work resets the backoff, no work advances it. Producers waiting for space and consumers waiting
+//! for data use the same state machine ([`IdleStrategy::idle_once`] / [`IdleStrategy::reset`]).
+//!
+//! No strategy signals or blocks on a lock: producers never make a syscall to wake anybody, so the
+//! hot path stays syscall-free; only an idle waiter under `Backoff` sleeps.
+
+use super::sync::{park, spin_hint, yield_now};
+use std::time::Duration;
+
+/// How a thread waits when it has nothing to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategyKind {
+    /// Spin forever (lowest latency; burns a whole core, even when idle).
+    BusySpin,
+    /// Spin `spins` times, then `yield` on every further step.
+    Yielding {
+        /// Spins before the first yield.
+        spins: u32,
+    },
+    /// Spin `spins` times, yield `yields` times, then sleep from `min_park`, doubling each step up
+    /// to `max_park`. Idles at near-zero CPU; the default.
+    Backoff {
+        /// Spins before yielding.
+        spins: u32,
+        /// Yields before sleeping.
+        yields: u32,
+        /// First sleep.
+        min_park: Duration,
+        /// Longest sleep (the worst added latency after an idle period).
+        max_park: Duration,
+    },
+}
+
+impl Default for WaitStrategyKind {
+    /// `Backoff` with 64 spins, 16 yields and sleeps from 1 µs up to 1 ms: it does not burn a core
+    /// when idle (the development machines have two).
+    fn default() -> Self {
+        WaitStrategyKind::backoff()
+    }
+}
+
+impl WaitStrategyKind {
+    /// The default backoff parameters.
+    pub const fn backoff() -> WaitStrategyKind {
+        WaitStrategyKind::Backoff {
+            spins: 64,
+            yields: 16,
+            min_park: Duration::from_micros(1),
+            max_park: Duration::from_millis(1),
+        }
+    }
+
+    /// `Yielding` with 100 spins first.
+    pub const fn yielding() -> WaitStrategyKind {
+        WaitStrategyKind::Yielding { spins: 100 }
+    }
+
+    /// Parses `busy-spin` (`busy_spin`, `spin`), `yielding` (`yield`) or `backoff` (default
+    /// parameters), for command-line tools.
+    pub fn parse(s: &str) -> Option<WaitStrategyKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "busy-spin" | "busy_spin" | "busyspin" | "spin" => Some(WaitStrategyKind::BusySpin),
+            "yielding" | "yield" => Some(WaitStrategyKind::yielding()),
+            "backoff" | "park" | "sleep" => Some(WaitStrategyKind::backoff()),
+            _ => None,
+        }
+    }
+
+    /// Short name: `busy-spin`, `yielding` or `backoff`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WaitStrategyKind::BusySpin => "busy-spin",
+            WaitStrategyKind::Yielding { .. } => "yielding",
+            WaitStrategyKind::Backoff { .. } => "backoff",
+        }
+    }
+
+    /// A fresh idle state for this strategy.
+    pub fn idle_strategy(&self) -> IdleStrategy {
+        IdleStrategy::new(*self)
+    }
+}
+
+/// The per-thread state of a [`WaitStrategyKind`]. Not shared; no allocation.
+#[derive(Clone, Debug)]
+pub struct IdleStrategy {
+    kind: WaitStrategyKind,
+    /// Steps taken since the last reset.
+    step: u32,
+    /// Next sleep (Backoff, after the spin and yield phases).
+    park: Duration,
+}
+
+impl IdleStrategy {
+    /// A fresh state.
+    pub fn new(kind: WaitStrategyKind) -> IdleStrategy {
+        let park = match kind {
+            WaitStrategyKind::Backoff { min_park, .. } => min_park,
+            _ => Duration::ZERO,
+        };
+        IdleStrategy { kind, step: 0, park }
+    }
+
+    /// The strategy.
+    pub fn kind(&self) -> WaitStrategyKind {
+        self.kind
+    }
+
+    /// Agrona's `idle(workCount)`: resets after work, otherwise waits one step.
+    #[inline]
+    pub fn idle(&mut self, work_count: usize) {
+        if work_count > 0 {
+            self.reset();
+        } else {
+            self.idle_once();
+        }
+    }
+
+    /// Forgets past idleness: the next wait starts with spinning again.
+    #[inline]
+    pub fn reset(&mut self) {
+        if self.step != 0 {
+            self.step = 0;
+            if let WaitStrategyKind::Backoff { min_park, .. } = self.kind {
+                self.park = min_park;
+            }
+        }
+    }
+
+    /// Waits one step of the strategy (spin, yield or sleep).
+    #[inline]
+    pub fn idle_once(&mut self) {
+        match self.kind {
+            WaitStrategyKind::BusySpin => spin_hint(),
+            WaitStrategyKind::Yielding { spins } => {
+                if self.step < spins {
+                    self.step += 1;
+                    spin_hint();
+                } else {
+                    yield_now();
+                }
+            }
+            WaitStrategyKind::Backoff { spins, yields, max_park, .. } => {
+                if self.step < spins {
+                    self.step += 1;
+                    spin_hint();
+                } else if self.step < spins.saturating_add(yields) {
+                    self.step += 1;
+                    yield_now();
+                } else {
+                    self.step = self.step.saturating_add(1).max(1);
+                    park(self.park);
+                    self.park = (self.park * 2).min(max_park).max(Duration::from_nanos(1));
+                }
+            }
+        }
+    }
+
+    /// Whether the strategy has reached its sleeping phase (Backoff only).
+    pub fn is_parking(&self) -> bool {
+        matches!(self.kind, WaitStrategyKind::Backoff { spins, yields, .. } if self.step >= spins.saturating_add(yields))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_reaches_parking_and_resets_on_work() {
+        let kind = WaitStrategyKind::Backoff {
+            spins: 2,
+            yields: 2,
+            min_park: Duration::from_nanos(1),
+            max_park: Duration::from_micros(4),
+        };
+        let mut s = kind.idle_strategy();
+        for _ in 0..4 {
+            assert!(!s.is_parking());
+            s.idle(0);
+        }
+        assert!(s.is_parking());
+        for _ in 0..20 {
+            s.idle(0);
+        }
+        assert_eq!(s.park, Duration::from_micros(4), "sleep capped at max_park");
+        s.idle(3);
+        assert!(!s.is_parking());
+        assert_eq!(s.park, Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn parse_names() {
+        for k in [WaitStrategyKind::BusySpin, WaitStrategyKind::yielding(), WaitStrategyKind::backoff()] {
+            assert_eq!(WaitStrategyKind::parse(k.name()), Some(k));
+        }
+        assert_eq!(WaitStrategyKind::default(), WaitStrategyKind::backoff());
+        assert_eq!(WaitStrategyKind::parse("nope"), None);
+    }
+}
