@@ -19,3 +19,4 @@ mod msg;
 mod wire;
 
 pub use msg::*;
+pub mod md;
