@@ -476,7 +476,10 @@ impl Reference {
         if self.index.contains_key(&(c.account, c.order_id)) {
             return self.reject(RejectReason::DuplicateOrderId);
         }
-        // 11. capacity
+        // 11. capacity. Only a type that can rest needs room: an order slot, a level if its
+        // price has none, and an account entry if its account holds none yet (the account
+        // table holds "accounts that may hold resting orders"; an order that never rests never
+        // needs an entry).
         if order_type.can_rest() {
             let p = price.unwrap();
             if self.index.len() >= self.orders_max {
@@ -486,9 +489,9 @@ impl Reference {
             if !own.contains_key(&p) && own.len() >= self.levels_max {
                 return self.reject(RejectReason::CapacityExhausted);
             }
-        }
-        if !self.accounts.contains_key(&c.account) && self.accounts.len() >= self.accounts_max {
-            return self.reject(RejectReason::CapacityExhausted);
+            if !self.accounts.contains_key(&c.account) && self.accounts.len() >= self.accounts_max {
+                return self.reject(RejectReason::CapacityExhausted);
+            }
         }
         // 12. post-only crossing the best opposite price
         if order_type == OrderType::PostOnly {
@@ -511,7 +514,6 @@ impl Reference {
         }
 
         // Accepted.
-        self.accounts.entry(c.account).or_default().push(c.order_id);
         self.emit(
             c.instrument,
             Event {
@@ -535,43 +537,49 @@ impl Reference {
             stp,
         };
         let end = self.sweep(c.instrument, &mut taker);
-        self.after_sweep(c.instrument, taker, end, order_type);
+        self.after_sweep(c.instrument, taker, end, order_type, false);
     }
 
     /// The taker's remainder after its sweep: rest (gtc / post-only), cancel (ioc, fok, market),
-    /// or nothing (filled, or already cancelled by STP). The order is in its account's list.
-    fn after_sweep(&mut self, instrument: InstrumentId, taker: Taker, end: SweepEnd, order_type: OrderType) {
-        if end == SweepEnd::StoppedByStp || taker.open == 0 {
-            self.forget(taker.account, taker.order_id);
+    /// or nothing (filled, or already cancelled by STP). A replaced order (`replaced`) is still
+    /// in its account's list; a new order joins the list (and the account the account table)
+    /// only when it rests.
+    fn after_sweep(&mut self, instrument: InstrumentId, taker: Taker, end: SweepEnd, order_type: OrderType, replaced: bool) {
+        let rests = end == SweepEnd::Finished && taker.open > 0 && order_type.can_rest();
+        if !rests {
+            if replaced {
+                self.forget(taker.account, taker.order_id);
+            }
+            if end == SweepEnd::Finished && taker.open > 0 {
+                self.emit_cancelled(
+                    instrument,
+                    taker.account,
+                    taker.order_id,
+                    taker.side,
+                    taker.report_price,
+                    taker.open,
+                    CancelReason::Unfilled,
+                );
+            }
             return;
         }
-        if order_type.can_rest() {
-            let price = taker.limit.expect("resting types have a price");
-            self.rest(
-                instrument,
-                Order {
-                    account: taker.account,
-                    order_id: taker.order_id,
-                    side: taker.side,
-                    price,
-                    qty: taker.open,
-                    stp: taker.stp,
-                    order_type,
-                },
-            );
-            self.emit_level_delta(instrument, taker.side, price);
-        } else {
-            self.forget(taker.account, taker.order_id);
-            self.emit_cancelled(
-                instrument,
-                taker.account,
-                taker.order_id,
-                taker.side,
-                taker.report_price,
-                taker.open,
-                CancelReason::Unfilled,
-            );
+        let price = taker.limit.expect("resting types have a price");
+        self.rest(
+            instrument,
+            Order {
+                account: taker.account,
+                order_id: taker.order_id,
+                side: taker.side,
+                price,
+                qty: taker.open,
+                stp: taker.stp,
+                order_type,
+            },
+        );
+        if !replaced {
+            self.accounts.entry(taker.account).or_default().push(taker.order_id);
         }
+        self.emit_level_delta(instrument, taker.side, price);
     }
 
     /// "Walk the makers in priority within the limit; a maker of another account (or any maker
@@ -863,7 +871,7 @@ impl Reference {
             stp: order.stp,
         };
         let end = self.sweep(inst, &mut taker);
-        self.after_sweep(inst, taker, end, order.order_type);
+        self.after_sweep(inst, taker, end, order.order_type, true);
     }
 
     fn mass_cancel(&mut self) {
