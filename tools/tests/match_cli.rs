@@ -138,6 +138,10 @@ fn bad_arguments() {
     let bad_header = dir.join("bad-header.csv");
     fs::write(&bad_header, "new,1,1,1,buy,limit_gtc,100,10\n").unwrap();
     assert_fails(&run(&["--orders", bad_header.to_str().unwrap(), "--levels", "3", "--out", out]), "line 1: unknown column \"new\"");
+    let copy = dir.join("copy.csv");
+    fs::copy(golden("basic.csv"), &copy).unwrap();
+    assert_fails(&run(&["--orders", copy.to_str().unwrap(), "--levels", "3", "--out", copy.to_str().unwrap()]), "is the orders file");
+    assert_eq!(fs::read(&copy).unwrap(), fs::read(golden("basic.csv")).unwrap(), "orders file untouched");
     let empty = dir.join("empty.csv");
     fs::write(&empty, "# nothing\n").unwrap();
     assert_fails(&run(&["--orders", empty.to_str().unwrap(), "--levels", "3", "--out", out]), "no header line");

@@ -61,6 +61,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let orders = File::open(&cli.orders)
         .map(BufReader::new)
         .map_err(|e| format!("cannot open orders file {}: {e}", cli.orders.display()))?;
+    let same = |p: &Path| std::fs::canonicalize(p).ok() == std::fs::canonicalize(&cli.orders).ok();
+    if same(&cli.out) || cli.events.as_deref().is_some_and(same) {
+        return Err(format!("an output file is the orders file {}", cli.orders.display()));
+    }
     let mut book = create(&cli.out, "book output")?;
     let mut events = match &cli.events {
         Some(p) => Some(create(p, "events output")?),
