@@ -101,7 +101,13 @@ impl World {
     pub fn with_config(cfg: SessionConfig) -> World {
         World {
             hub: Hub::new(cfg, Box::new(MemoryReplayStore::new(1000))).unwrap(),
-            engine: Engine::new(&EngineConfig::single_default()).unwrap(),
+            engine: Engine::new(&EngineConfig {
+                orders_max: 4096,
+                levels_max: 256,
+                accounts_max: 256,
+                ..EngineConfig::single_default()
+            })
+            .unwrap(),
             next_cmd_seq: 1,
             now: T0,
             events: Vec::new(),
