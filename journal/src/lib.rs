@@ -70,6 +70,8 @@ pub enum JournalError {
     SequenceGap {
         /// Segment file (or empty).
         path: PathBuf,
+        /// The previous segment, which ends before `expected` (or empty).
+        after: PathBuf,
         /// Sequence expected.
         expected: Seq,
         /// Sequence found.
@@ -116,12 +118,16 @@ impl fmt::Display for JournalError {
                 }
                 write!(f, "; refusing to open: fix or restore the file, or truncate here explicitly")
             }
-            JournalError::SequenceGap { path, expected, found } if path.as_os_str().is_empty() => {
+            JournalError::SequenceGap { path, expected, found, .. } if path.as_os_str().is_empty() => {
                 write!(f, "command out of sequence: expected {expected}, got {found}")
             }
-            JournalError::SequenceGap { path, expected, found } => {
-                write!(f, "{}: sequence gap: expected {expected}, found {found}", path.display())
-            }
+            JournalError::SequenceGap { path, after, expected, found } => write!(
+                f,
+                "{}: sequence gap: starts at {found}, but the previous segment {} ends before {expected}; refusing \
+                 to open: restore the missing records, or truncate the journal there explicitly",
+                path.display(),
+                after.display()
+            ),
             JournalError::Missing { from_seq, first_seq, last_seq } => write!(
                 f,
                 "journal does not cover sequence {from_seq} (it holds {first_seq}..={last_seq})"

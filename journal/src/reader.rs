@@ -3,7 +3,7 @@
 
 use crate::format::{
     decode_record, parse_segment_file_name, scan_segment, slot_offset, DecodeError, Record, SegmentHeader,
-    HEADER_LEN, RECORD_LEN, SEGMENT_EXT,
+    HEADER_LEN, RECORD_LEN, SEGMENT_EXT, SEGMENT_MAGIC,
 };
 use crate::lock::DirLock;
 use crate::writer::sync_dir;
@@ -174,6 +174,14 @@ fn written_len(bytes: &[u8]) -> u64 {
     bytes.iter().rposition(|&x| x != 0).map_or(0, |i| i + 1) as u64
 }
 
+/// Whether the first 8 bytes are a prefix of the magic followed by zeros (a torn or zeroed
+/// header, not another format).
+fn magic_then_zeros(bytes: &[u8]) -> bool {
+    let m = &bytes[..bytes.len().min(8)];
+    let same = m.iter().zip(SEGMENT_MAGIC.iter()).take_while(|(a, b)| a == b).count();
+    m[same..].iter().all(|&b| b == 0)
+}
+
 /// First slot offset (after the header) holding a CRC-valid record.
 fn any_valid_record(bytes: &[u8]) -> Option<u64> {
     let mut o = HEADER_LEN;
@@ -249,9 +257,14 @@ pub fn recover(dir: &Path, opts: RecoverOptions) -> Result<Recovered> {
         let scan = match scan_segment(&bytes) {
             Ok(s) => s,
             Err(e) => {
-                let header_zero = bytes.iter().take(HEADER_LEN).all(|&b| b == 0);
-                let torn = matches!(e, DecodeError::Truncated { .. } | DecodeError::BadCrc { .. })
-                    || (e == DecodeError::BadMagic && header_zero);
+                // Damage a crash could leave (missing or zeroed bytes, a CRC mismatch) versus a
+                // header written by something else (another magic, version or layout).
+                let torn = match e {
+                    DecodeError::Truncated { .. } | DecodeError::BadCrc { .. } => true,
+                    DecodeError::BadMagic => magic_then_zeros(&bytes),
+                    DecodeError::BadVersion { found } => found == 0,
+                    _ => false,
+                };
                 let valid = any_valid_record(&bytes);
                 if is_last && torn && valid.is_none() {
                     let dropped = written_len(&bytes);
@@ -267,7 +280,7 @@ pub fn recover(dir: &Path, opts: RecoverOptions) -> Result<Recovered> {
                     removed.push(path.clone());
                     break;
                 }
-                if matches!(e, DecodeError::BadMagic | DecodeError::BadVersion { .. } | DecodeError::BadLayout) {
+                if !torn {
                     return Err(JournalError::Foreign { path: path.clone(), detail: e.to_string() });
                 }
                 if opts.truncate_at_corruption {
@@ -290,7 +303,8 @@ pub fn recover(dir: &Path, opts: RecoverOptions) -> Result<Recovered> {
                     cut_from = Some(i);
                     break;
                 }
-                return Err(JournalError::SequenceGap { path: path.clone(), expected: exp, found: h.first_seq });
+                let after = segments.last().map(|s| s.path.clone()).unwrap_or_default();
+                return Err(JournalError::SequenceGap { path: path.clone(), after, expected: exp, found: h.first_seq });
             }
         }
         first_seq.get_or_insert(h.first_seq);

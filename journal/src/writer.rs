@@ -311,7 +311,7 @@ impl JournalWriter {
         for (i, c) in cmds.iter().enumerate() {
             let want = self.next_seq + i as u64;
             if c.seq != want {
-                return Err(JournalError::SequenceGap { path: PathBuf::new(), expected: want, found: c.seq });
+                return Err(JournalError::SequenceGap { path: PathBuf::new(), after: PathBuf::new(), expected: want, found: c.seq });
             }
         }
         let ts = now_ns();
