@@ -277,7 +277,7 @@ struct RingSink<'a> {
     out: &'a mut SingleProducer<Event>,
     stop: &'a AtomicBool,
     stop_grace: Duration,
-    /// Set once an event was dropped at shutdown: drop the rest at once.
+    /// Set once an event was dropped at shutdown: every later event is dropped too.
     giving_up: &'a mut bool,
     dropped: u64,
 }
@@ -285,13 +285,13 @@ struct RingSink<'a> {
 impl EventSink for RingSink<'_> {
     #[inline]
     fn push(&mut self, ev: &Event) {
-        debug_assert_eq!(ev.seq, self.out.next_seq(), "event seq must equal its ring sequence");
         if *self.giving_up {
-            if self.out.try_push(ev).is_err() {
-                self.dropped += 1;
-            }
+            // Shutdown with a stuck consumer: drop every later event too, so the ring never holds
+            // a record whose seq differs from its ring sequence.
+            self.dropped += 1;
             return;
         }
+        debug_assert_eq!(ev.seq, self.out.next_seq(), "event seq must equal its ring sequence");
         let (stop, grace) = (self.stop, self.stop_grace);
         let mut deadline: Option<Instant> = None;
         // `push_until` publishes what was written before waiting: a full ring never deadlocks.

@@ -122,7 +122,7 @@ pub struct RingBuffer<T: Pod> {
 impl<T: Pod> RingBuffer<T> {
     fn check_type() -> Result<usize, RingError> {
         let size = std::mem::size_of::<T>();
-        if size == 0 || size % 8 != 0 || std::mem::align_of::<T>() > 8 {
+        if size == 0 || size & 7 != 0 || std::mem::align_of::<T>() > 8 {
             return Err(RingError::SlotSize(size));
         }
         Ok(size)

@@ -171,11 +171,9 @@ impl<T: Pod> Consumer<T> {
         Ok(self.poll(limit, f))
     }
 
-    /// The highest sequence available now (the barrier's answer), without consuming.
+    /// The highest sequence available now (asks the barrier), without consuming.
     pub fn available(&mut self) -> Seq {
-        if self.avail < self.next {
-            self.avail = self.barrier.available(self.next);
-        }
+        self.avail = self.avail.max(self.barrier.available(self.next));
         self.avail
     }
 

@@ -126,7 +126,7 @@ impl Layout {
         if capacity < 2 || !capacity.is_power_of_two() || capacity > (1 << 40) {
             return Err(RingError::Capacity(capacity));
         }
-        if slot_size == 0 || slot_size % 8 != 0 {
+        if slot_size == 0 || slot_size & 7 != 0 {
             return Err(RingError::SlotSize(slot_size));
         }
         let stamps_end = offsets::HEADER_SIZE + 8 * capacity;
@@ -304,7 +304,7 @@ mod std_region {
         /// The header word at byte offset `off`.
         #[inline(always)]
         pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
-            debug_assert!(off % 8 == 0 && off + 8 <= self.layout.total_len);
+            debug_assert!(off & 7 == 0 && off + 8 <= self.layout.total_len);
             // SAFETY: `off` is a multiple of 8 inside the region (callers pass header offsets or
             // offsets computed from the validated layout); the base is 128-aligned (heap) or page
             // aligned (mapping); AtomicU64 has the size and alignment of u64; the memory is only
