@@ -70,7 +70,7 @@ fn assert_coverage() {
 }
 
 /// Cases per property when PROPTEST_CASES is not set.
-const DEFAULT_CASES: u32 = 192;
+const DEFAULT_CASES: u32 = 256;
 /// Longest generated command stream.
 const MAX_COMMANDS: usize = 160;
 
@@ -383,6 +383,92 @@ fn dense_books() {
     let strat = (config(), prop::collection::vec(dense_cmd, 1..=MAX_COMMANDS));
     let mut r = runner();
     let result = r.run(&strat, |(cfg, cmds)| check(&cfg, &cmds));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Many distinct accounts and ids (the id index and account table see collisions, deletions and
+/// reuse), with cancels and replaces aimed at ids entered earlier in the same stream.
+#[test]
+fn engine_matches_reference_with_wide_ids() {
+    on_big_stack(wide_ids);
+}
+
+#[derive(Clone, Debug)]
+enum WideOp {
+    New { account: u32, id: u64, side: Side, ot: u8, price: i64, qty: u64 },
+    Cancel(prop::sample::Index),
+    Replace(prop::sample::Index, Option<i64>, u64),
+    MassCancel(prop::sample::Index),
+}
+
+fn wide_ids() {
+    let op = prop_oneof![
+        6 => (1u32..=300, 1u64..=1_000_000, prop::bool::ANY, prop_oneof![4 => Just(1u8), 1 => 2u8..=5], 90i64..=110, 1u64..=30)
+            .prop_map(|(account, id, buy, ot, price, qty)| WideOp::New {
+                account,
+                id,
+                side: if buy { Side::Buy } else { Side::Sell },
+                ot,
+                price,
+                qty,
+            }),
+        3 => any::<prop::sample::Index>().prop_map(WideOp::Cancel),
+        2 => (any::<prop::sample::Index>(), prop::option::of(90i64..=110), 1u64..=30)
+            .prop_map(|(i, p, q)| WideOp::Replace(i, p, q)),
+        1 => any::<prop::sample::Index>().prop_map(WideOp::MassCancel),
+    ];
+    let caps = prop_oneof![Just(64u32), Just(100u32), Just(128u32), Just(1000u32)];
+    let strat = (caps, 1u32..=300, stp_modes(), prop::collection::vec(op, 1..=400));
+    let mut r = runner();
+    let result = r.run(&strat, |(orders_max, accounts_max, default_stp, ops)| {
+        let cfg = EngineConfig {
+            instruments: vec![InstrumentConfig::simple(1, "PLAIN")],
+            orders_max,
+            levels_max: 16,
+            accounts_max,
+            default_stp,
+            account_stp: Vec::new(),
+        };
+        // Resolve "an id entered earlier" against the stream itself.
+        let mut entered: Vec<(u32, u64)> = Vec::new();
+        let mut cmds = Vec::new();
+        for op in ops {
+            let c = match op {
+                WideOp::New { account, id, side, ot, price, qty } => {
+                    entered.push((account, id));
+                    Command {
+                        kind: CommandKind::New as u8,
+                        side: side as u8,
+                        order_type: ot,
+                        instrument: 1,
+                        account,
+                        flags: 1,
+                        order_id: id,
+                        price,
+                        qty,
+                        ..Command::default()
+                    }
+                }
+                WideOp::Cancel(i) if !entered.is_empty() => {
+                    let (a, id) = *i.get(&entered);
+                    Command::cancel(a, 1, id)
+                }
+                WideOp::Replace(i, p, q) if !entered.is_empty() => {
+                    let (a, id) = *i.get(&entered);
+                    Command::replace(a, 1, id, p, q)
+                }
+                WideOp::MassCancel(i) if !entered.is_empty() => {
+                    let (a, _) = *i.get(&entered);
+                    Command::mass_cancel(a, None, CancelReason::MassCancel)
+                }
+                _ => continue,
+            };
+            cmds.push(c);
+        }
+        check(&cfg, &cmds)
+    });
     if let Err(e) = result {
         panic!("{e}");
     }
