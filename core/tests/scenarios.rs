@@ -729,7 +729,8 @@ fn capacity_levels_max<M: Matcher>() {
     h.ok(gtc(1, 5, Sell, 111, 5));
     h.reject(gtc(1, 6, Sell, 112, 5), RR::CapacityExhausted);
     h.ok(new(1, 1, 6, Sell, LimitIoc, Some(112), 5));
-    // Replace to a new level on a full side.
+    // Replace to a new level on a full side: rejected even though (1, 1) is alone at 100 and
+    // moving it would free that level (the check looks at the side before the move).
     h.reject(Command::replace(1, 1, 1, Some(97), 5), RR::CapacityExhausted);
     h.ok(Command::replace(1, 1, 1, Some(99), 5));
 }
@@ -743,6 +744,48 @@ fn capacity_accounts_max<M: Matcher>() {
     // Known accounts keep trading, also after their orders are gone.
     h.ok(Command::cancel(1, 1, 1));
     h.ok(gtc(1, 2, Buy, 98, 5));
+}
+
+/// Reading adopted for step 11 (engine and reference agree): the account table holds accounts
+/// that hold (or held) resting orders, so only a type that can rest needs an entry, and an
+/// account gets one when its first order rests, not when an order is accepted.
+fn capacity_accounts_only_for_resting_orders<M: Matcher>() {
+    let mut h = H::<M>::new(&tiny(10, 10, 2));
+    h.ok(gtc(1, 1, Sell, 100, 5)); // account 1 takes an entry
+    // Account 2's gtc fills completely: it never rests, so it takes no entry.
+    h.expect(
+        gtc(2, 1, Buy, 100, 5),
+        &[acc(2, 1, Buy, LimitGtc, 100, 5), fill(2, 1, Buy, 1, 1, 100, 5, TD | MD), trade(Buy, 100, 5), lvl(Sell, 100, 0, 0)],
+    );
+    h.ok(gtc(3, 1, Sell, 110, 5)); // account 3 takes the last entry
+    h.reject(gtc(2, 2, Sell, 120, 5), RR::CapacityExhausted);
+    // Types that never rest need no entry, even with the table full.
+    h.expect(
+        new(4, 1, 1, Buy, LimitIoc, Some(110), 2),
+        &[acc(4, 1, Buy, LimitIoc, 110, 2), fill(4, 1, Buy, 3, 1, 110, 2, TD), trade(Buy, 110, 2), lvl(Sell, 110, 3, 1)],
+    );
+    h.ok(new(4, 1, 2, Buy, LimitFok, Some(110), 1));
+    h.ok(new(4, 1, 3, Buy, Market, None, 1));
+}
+
+fn stp_decrement_and_cancel_market_taker<M: Matcher>() {
+    let mut h = H::<M>::new(&cfg());
+    h.ok(gtc(1, 1, Sell, 100, 4));
+    h.ok(gtc(2, 1, Sell, 100, 2));
+    // The taker's decremented / cancelled events carry its order price: 0 for a market order
+    // without protection.
+    h.expect(
+        with_stp(new(1, 1, 2, Buy, Market, None, 10), StpMode::DecrementAndCancel),
+        &[
+            acc(1, 2, Buy, Market, 0, 10),
+            cxl(1, 1, Sell, 100, 4, STP),
+            dec(1, 2, Buy, 0, 6),
+            fill(1, 2, Buy, 2, 1, 100, 2, MD),
+            trade(Buy, 100, 2),
+            lvl(Sell, 100, 0, 0),
+            cxl(1, 2, Buy, 0, 4, CR::Unfilled),
+        ],
+    );
 }
 
 fn capacity_precedes_post_only_and_fok_checks<M: Matcher>() {
@@ -1342,6 +1385,8 @@ for_both_matchers!(
     capacity_orders_max,
     capacity_levels_max,
     capacity_accounts_max,
+    capacity_accounts_only_for_resting_orders,
+    stp_decrement_and_cancel_market_taker,
     capacity_precedes_post_only_and_fok_checks,
     garbage_unknown_kinds_are_malformed,
     garbage_random_bytes_never_panic,
