@@ -620,3 +620,27 @@ fn server_disconnect_sends_logout_and_frees_the_key() {
     drop(c);
     assert!(!w.hub.is_live(TRADER));
 }
+
+#[test]
+fn a_long_replay_is_written_in_batches_driven_by_poll_timeout() {
+    let mut store = MemoryReplayStore::new(100);
+    for seq in 1..=10 {
+        store.append(TRADER, &ExecReport { session_seq: seq, account: 10, ..ExecReport::empty(ExecType::Accepted) });
+    }
+    let cfg = tickwire_gateway::session::SessionConfig { max_reports_per_flush: 4, ..config() };
+    let hub = tickwire_gateway::session::Hub::new(cfg, Box::new(store)).unwrap();
+    let mut c = Conn { s: tickwire_gateway::session::Session::new(hub, T0), fx: Default::default() };
+    let msgs = c.send(&ClientMsg::Logon(logon(TRADER, T0, 1, 0, false)), T0);
+    assert!(matches!(msgs[0], ServerMsg::LogonAccepted(LogonAccepted { last_seq: 10, replay_from: 1, .. })));
+    let mut seqs: Vec<u64> = reports(&msgs).iter().map(|r| r.session_seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert!(c.s.reports_pending());
+    let (next, msgs) = c.poll(T0 + 1);
+    assert_eq!(next, Some(T0 + 1));
+    seqs.extend(reports(&msgs).iter().map(|r| r.session_seq));
+    let (next, msgs) = c.poll(T0 + 2);
+    seqs.extend(reports(&msgs).iter().map(|r| r.session_seq));
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    assert!(!c.s.reports_pending());
+    assert_eq!(next, Some(T0 + 2 + SEC), "back to the heartbeat deadline");
+}

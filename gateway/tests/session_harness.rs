@@ -37,6 +37,7 @@ pub fn config() -> SessionConfig {
         throttle_disconnect_after: 5,
         max_frame: MAX_FRAME,
         max_order_ids_per_account: 1000,
+        max_reports_per_flush: 4096,
     }
 }
 
@@ -91,6 +92,12 @@ pub struct World {
     pub next_cmd_seq: u64,
     pub now: u64,
     pub events: Vec<Event>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
 }
 
 impl World {

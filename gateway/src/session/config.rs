@@ -59,6 +59,9 @@ pub struct SessionConfig {
     /// Client order ids remembered per account for the trading session; a NewOrder beyond it is
     /// rejected `CapacityExhausted`.
     pub max_order_ids_per_account: usize,
+    /// At most this many execution reports are written per call (a long replay continues on the
+    /// next calls; [`super::Session::poll_timeout`] returns `now` while some are pending).
+    pub max_reports_per_flush: usize,
 }
 
 impl Default for SessionConfig {
@@ -74,6 +77,7 @@ impl Default for SessionConfig {
             throttle_disconnect_after: 100,
             max_frame: MAX_FRAME,
             max_order_ids_per_account: 1 << 20,
+            max_reports_per_flush: 4096,
         }
     }
 }
@@ -114,6 +118,9 @@ impl SessionConfig {
         }
         if self.max_frame < 80 || self.max_frame > u16::MAX as usize {
             return bad("max_frame must be in 80..=65535");
+        }
+        if self.max_reports_per_flush == 0 {
+            return bad("max_reports_per_flush must be > 0");
         }
         if self.logon_timeout_ns == 0 {
             return bad("logon_timeout_ns must be > 0");

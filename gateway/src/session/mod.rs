@@ -263,9 +263,10 @@ impl Session {
         self.sent(out_before, now_ns, fx);
     }
 
-    /// Runs the timers due at `now_ns` (logon timeout, heartbeat send, heartbeat timeout) and
-    /// returns the next deadline (`None` once closed). Call it at or after each deadline; calling
-    /// it earlier is harmless.
+    /// Runs the timers due at `now_ns` (logon timeout, heartbeat send, heartbeat timeout), writes
+    /// the next batch of a long replay, and returns the next deadline (`None` once closed; `now_ns`
+    /// itself while reports are still pending, so the loop calls again once it has written `out`).
+    /// Calling it before a deadline is harmless.
     pub fn poll_timeout(&mut self, now_ns: u64, fx: &mut Effects) -> Option<u64> {
         let out_before = fx.out.len();
         let next = match &self.state {
@@ -288,12 +289,20 @@ impl Session {
                     self.close(DisconnectReason::HeartbeatTimeout, fx);
                     None
                 } else {
+                    self.flush(fx);
+                    if fx.out.len() > out_before {
+                        self.last_tx_ns = self.last_tx_ns.max(now_ns);
+                    }
                     if now_ns >= self.last_tx_ns.saturating_add(hb) {
                         let seq = self.hub.last_seq(key);
                         self.send(&Heartbeat { seq }, fx);
                         self.last_tx_ns = now_ns;
                     }
-                    Some(rx_deadline.min(self.last_tx_ns.saturating_add(hb)))
+                    if self.reports_pending() {
+                        Some(now_ns)
+                    } else {
+                        Some(rx_deadline.min(self.last_tx_ns.saturating_add(hb)))
+                    }
                 }
             }
         };
@@ -505,15 +514,20 @@ impl Session {
         self.flush(fx);
     }
 
-    /// Writes every stored report of this key not yet sent, in sequence order.
+    /// Writes the stored reports of this key not yet sent, in sequence order, at most
+    /// `max_reports_per_flush` of them.
     fn flush(&mut self, fx: &mut Effects) {
         let State::Active(a) = &mut self.state else { return };
         let h = self.hub.borrow();
         let last = h.last_seq(a.key);
-        while a.sent_seq < last {
+        let mut budget = h.cfg.max_reports_per_flush;
+        while a.sent_seq < last && budget > 0 {
             let seq = a.sent_seq + 1;
             match h.get(a.key, seq) {
-                Some(r) => r.encode_to_vec(&mut fx.out),
+                Some(r) => {
+                    r.encode_to_vec(&mut fx.out);
+                    budget -= 1;
+                }
                 None => {
                     // No longer retained: go on from the oldest retained one.
                     let first = h.first_seq(a.key);
@@ -524,6 +538,14 @@ impl Session {
                 }
             }
             a.sent_seq = seq;
+        }
+    }
+
+    /// Whether stored reports wait to be written (a replay longer than one flush).
+    pub fn reports_pending(&self) -> bool {
+        match &self.state {
+            State::Active(a) => a.sent_seq < self.hub.last_seq(a.key),
+            _ => false,
         }
     }
 }
