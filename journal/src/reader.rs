@@ -374,17 +374,23 @@ pub fn recover(dir: &Path, opts: RecoverOptions) -> Result<Recovered> {
         }
     }
 
-    if let Some(from) = cut_from {
+    if let Some(from) = cut_from.filter(|&f| f < files.len()) {
+        let mut bytes = 0;
         for (_, path) in &files[from..] {
-            let len = std::fs::read(path).map(|b| written_len(&b)).unwrap_or(0);
-            truncated_bytes += len;
-            ctx.note(format!("{}: dropped (after the truncation point), {len} bytes", path.display()));
+            bytes += std::fs::read(path).map(|b| written_len(&b)).unwrap_or(0);
             if !opts.read_only {
                 remove(path)?;
                 changed = true;
             }
             removed.push(path.clone());
         }
+        truncated_bytes += bytes;
+        ctx.note(format!(
+            "{} segment file(s) after the truncation point dropped ({bytes} bytes): {} .. {}",
+            files.len() - from,
+            files[from].1.display(),
+            files[files.len() - 1].1.display()
+        ));
     }
 
     let next_seq = expected.unwrap_or_else(|| opts.from_seq.max(1));

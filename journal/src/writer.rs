@@ -27,8 +27,7 @@ pub enum Durability {
         /// Longest time between two `fdatasync` calls while there is unsynced data.
         interval_ms: u32,
     },
-    /// Released once written to the OS, never synced (except at rotation and close). Benchmarks
-    /// only.
+    /// Released once written to the OS, never synced (except by `close`). Benchmarks only.
     None,
 }
 
