@@ -316,6 +316,7 @@ impl Reference {
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn emit_cancelled(
         &mut self,
         instrument: InstrumentId,
@@ -453,13 +454,9 @@ impl Reference {
             },
         };
         let cfg = &book.cfg;
-        // 6. qty 0 or off lot
-        if c.qty == 0 || c.qty % cfg.lot_size != 0 {
-            return self.reject(RejectReason::QuantityOffLot);
-        }
-        // 7. qty range
-        if c.qty < cfg.min_qty || c.qty > cfg.max_qty {
-            return self.reject(RejectReason::QuantityOutOfRange);
+        // 6. qty 0 or off lot; 7. qty range
+        if let Err(r) = check_qty(cfg, c.qty) {
+            return self.reject(r);
         }
         // 8. price presence, sign, tick; 9. band
         let price = c.price();
@@ -794,12 +791,8 @@ impl Reference {
         if book.halted {
             return self.reject(RejectReason::InstrumentHalted);
         }
-        let cfg = &book.cfg;
-        if c.qty == 0 || c.qty % cfg.lot_size != 0 {
-            return self.reject(RejectReason::QuantityOffLot);
-        }
-        if c.qty < cfg.min_qty || c.qty > cfg.max_qty {
-            return self.reject(RejectReason::QuantityOutOfRange);
+        if let Err(r) = check_qty(&book.cfg, c.qty) {
+            return self.reject(r);
         }
         if let Some(p) = c.price() {
             if let Err(r) = check_price(book, p) {
@@ -928,6 +921,18 @@ impl Reference {
             },
         );
     }
+}
+
+/// Steps 6 (zero or off lot) and 7 (range) for a quantity.
+#[allow(unknown_lints, clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV
+fn check_qty(cfg: &InstrumentConfig, qty: Qty) -> Result<(), RejectReason> {
+    if qty == 0 || qty % cfg.lot_size != 0 {
+        return Err(RejectReason::QuantityOffLot);
+    }
+    if qty < cfg.min_qty || qty > cfg.max_qty {
+        return Err(RejectReason::QuantityOutOfRange);
+    }
+    Ok(())
 }
 
 /// Steps 8 (sign, tick) and 9 (band) for a present price.
