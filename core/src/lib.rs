@@ -20,6 +20,7 @@ pub mod engine;
 pub mod event;
 pub mod hash;
 pub mod orderfile;
+#[cfg(not(loom))]
 pub mod pipeline;
 pub mod ring;
 pub mod snapshot;
