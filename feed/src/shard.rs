@@ -1,0 +1,217 @@
+//! One feed shard: an event loop that owns a listener, a [`Hub`] and an [`EventSource`].
+
+use crate::hub::{ConnId, Flush, Hub, HubConfig, HubStats};
+use crate::source::EventSource;
+use crate::sys::epoll::Epoll;
+use crate::sys::{Backend, Notifier, Ready};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tickwire_core::Event;
+
+/// Size of the one read buffer all connections of a shard share.
+pub const SCRATCH_BYTES: usize = 64 * 1024;
+/// Engine events consumed per wake-up at most (then the loop comes back for more).
+pub const EVENTS_PER_WAKE: usize = 65_536;
+
+/// Shard settings.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Hub limits and policies.
+    pub hub: HubConfig,
+    /// Housekeeping period (heartbeats, lingering connections).
+    pub tick: Duration,
+    /// Send a Heartbeat every tick.
+    pub heartbeats: bool,
+}
+
+impl ShardConfig {
+    /// Defaults: 1 s tick with heartbeats.
+    pub fn new(hub: HubConfig) -> ShardConfig {
+        ShardConfig { hub, tick: Duration::from_secs(1), heartbeats: true }
+    }
+}
+
+/// One shard: call [`FeedShard::run`] on its own thread (or process).
+pub struct FeedShard<S: EventSource> {
+    hub: Hub,
+    backend: Epoll,
+    source: S,
+    cfg: ShardConfig,
+    local: SocketAddr,
+    scratch: Box<[u8]>,
+    evbuf: Vec<Event>,
+    ready: Vec<Ready>,
+    ids: Vec<ConnId>,
+    stats_out: Arc<Mutex<HubStats>>,
+}
+
+impl<S: EventSource> FeedShard<S> {
+    /// A shard on `listener` (see [`crate::sys::bind_reuseport`]) reading `source`.
+    pub fn new(listener: std::net::TcpListener, mut source: S, cfg: ShardConfig) -> io::Result<FeedShard<S>> {
+        let local = listener.local_addr()?;
+        let backend = Epoll::new(listener)?;
+        source.set_notifier(backend.notifier());
+        Ok(FeedShard {
+            hub: Hub::new(cfg.hub.clone()),
+            backend,
+            source,
+            cfg,
+            local,
+            scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
+            evbuf: Vec::new(),
+            ready: Vec::new(),
+            ids: Vec::new(),
+            stats_out: Arc::new(Mutex::new(HubStats::default())),
+        })
+    }
+
+    /// The listening address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The hub (e.g. to seed books before running).
+    pub fn hub_mut(&mut self) -> &mut Hub {
+        &mut self.hub
+    }
+
+    /// Wakes the shard from another thread.
+    pub fn notifier(&self) -> Notifier {
+        self.backend.notifier()
+    }
+
+    /// Counters, refreshed every tick, readable from any thread.
+    pub fn stats_handle(&self) -> Arc<Mutex<HubStats>> {
+        self.stats_out.clone()
+    }
+
+    /// Runs until `stop` is set (checked at least every tick; notify to stop sooner).
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        while !stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let mut timeout = next_tick.saturating_duration_since(now);
+            if let Some(p) = self.source.poll_interval() {
+                timeout = timeout.min(p);
+            }
+            self.ready.clear();
+            self.backend.wait(Some(timeout), &mut self.ready)?;
+            self.step();
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.cfg.tick;
+                self.hub.on_tick(self.cfg.heartbeats);
+                self.flush_and_close();
+                if let Ok(mut s) = self.stats_out.lock() {
+                    *s = self.hub.stats;
+                }
+            }
+        }
+        if let Ok(mut s) = self.stats_out.lock() {
+            *s = self.hub.stats;
+        }
+        Ok(())
+    }
+
+    /// One wake-up: engine events → publish; then connection readiness; then writes and closes.
+    fn step(&mut self) {
+        self.evbuf.clear();
+        if self.source.poll(&mut self.evbuf, EVENTS_PER_WAKE) > 0 {
+            self.hub.on_events(&self.evbuf);
+            self.hub.publish();
+            if self.evbuf.len() == EVENTS_PER_WAKE {
+                // More may be waiting: come back without sleeping.
+                self.backend.notifier().notify();
+            }
+        }
+        let ready = std::mem::take(&mut self.ready);
+        for r in &ready {
+            match *r {
+                Ready::Wake => {}
+                Ready::Listener => self.accept_all(),
+                Ready::Conn { id, readable, writable } => {
+                    if readable {
+                        self.read_all(id);
+                    }
+                    if writable && self.hub.is_open(id) {
+                        self.flush_one(id);
+                    }
+                }
+            }
+        }
+        self.ready = ready;
+        self.flush_and_close();
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let hub = &mut self.hub;
+            match self.backend.accept(&mut || hub.open()) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    eprintln!("tickwire-feed: accept: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn read_all(&mut self, id: ConnId) {
+        loop {
+            if !self.hub.is_open(id) {
+                return;
+            }
+            match self.backend.read(id, &mut self.scratch) {
+                Ok(0) => return self.close(id),
+                Ok(n) => {
+                    self.hub.on_read(id, &mut self.scratch[..n]);
+                    if n < self.scratch.len() {
+                        // Edge-triggered: a short read means the socket is drained (a later
+                        // arrival raises a new edge).
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(id),
+            }
+        }
+    }
+
+    fn flush_one(&mut self, id: ConnId) {
+        let backend = &mut self.backend;
+        match self.hub.flush(id, &mut |bufs| backend.writev(id, bufs)) {
+            Flush::Done | Flush::Blocked => {}
+            Flush::Close => self.close(id),
+        }
+    }
+
+    fn flush_and_close(&mut self) {
+        let mut ids = std::mem::take(&mut self.ids);
+        loop {
+            self.hub.take_dirty(&mut ids);
+            if ids.is_empty() {
+                break;
+            }
+            for &id in &ids {
+                self.flush_one(id);
+            }
+        }
+        self.hub.take_to_close(&mut ids);
+        for &id in &ids {
+            self.close(id);
+        }
+        self.ids = ids;
+    }
+
+    fn close(&mut self, id: ConnId) {
+        if self.hub.is_open(id) {
+            self.backend.close(id);
+            self.hub.close(id);
+        }
+    }
+}
