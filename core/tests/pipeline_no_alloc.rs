@@ -40,7 +40,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn cmd(i: u64) -> Command {
-    let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+    let side = if i & 1 == 0 { Side::Buy } else { Side::Sell };
     let account = 1 + (i % 4) as u32;
     let c = if i % 7 == 3 {
         Command::cancel(account, 1, i.saturating_sub(3).max(1))
