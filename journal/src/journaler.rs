@@ -5,52 +5,62 @@
 //! publishes [`DurableSeq`]. Publishers of outbound events wait until `DurableSeq >= cmd_seq`
 //! of an event before releasing it; the matcher itself never waits for the disk.
 //!
-//! Wiring to the pipeline is one call: implement [`CommandSource`] for the inbound ring's consumer
-//! handle (copy available slots into `out`, advance the consumer sequence) and pass it to
-//! [`Journaler::spawn`] (or call [`Journaler::run`] on a pinned agent thread).
+//! Wiring to the pipeline (`tickwire_core::pipeline`): set `inbound_side_consumers = 1`, pass the
+//! consumer from `Pipeline::take_inbound_side_consumers` to [`Journaler::spawn`] (it implements
+//! [`CommandSource`]), and give [`DurableSeq::sequence`] to every `EventConsumer::set_durable`.
 
 use crate::writer::JournalWriter;
 use crate::{JournalError, Result};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tickwire_core::ring::{Consumer, Sequence};
 use tickwire_core::{Command, Seq};
 
 /// The barrier: the highest command sequence whose journal record is durable (per the configured
 /// [`crate::Durability`]). Monotonic; starts at the last recovered sequence.
 ///
+/// The value is a ring [`Sequence`] (its own cache lines), so the pipeline's publishers can wait
+/// on it directly: pass [`DurableSeq::sequence`] to `EventConsumer::set_durable`.
+///
 /// Memory ordering: the journaler finishes `write`/`fdatasync` and then [`DurableSeq::publish`]es
-/// with `Release`; readers [`DurableSeq::get`] with `Acquire`. A publisher of outbound events that
-/// reads `d` with `Acquire` and only then publishes (its own `Release` store on the outbound ring)
-/// events with `cmd_seq <= d` can never have those events visible before the load: the `Acquire`
-/// keeps its later stores after it. So an event is observable only after the journaler had
-/// completed the system calls that made its command durable.
-#[repr(align(128))] // its own cache lines (and the adjacent-line prefetcher's pair): no false sharing
+/// with `Release` ([`Sequence::set`]); readers [`DurableSeq::get`] with `Acquire`
+/// ([`Sequence::get`]). A publisher of outbound events that reads `d` with `Acquire` and only then
+/// publishes (its own `Release` store on the outbound ring) events with `cmd_seq <= d` can never
+/// have those events visible before the load: the `Acquire` keeps its later stores after it. So
+/// an event is observable only after the journaler had completed the system calls that made its
+/// command durable.
 #[derive(Debug)]
 pub struct DurableSeq {
-    seq: AtomicU64,
+    seq: Arc<Sequence>,
     failed: AtomicBool,
 }
 
 impl DurableSeq {
     /// A barrier at `seq` (the last command already durable, 0 if none).
     pub fn new(seq: Seq) -> DurableSeq {
-        DurableSeq { seq: AtomicU64::new(seq), failed: AtomicBool::new(false) }
+        DurableSeq { seq: Arc::new(Sequence::new(seq)), failed: AtomicBool::new(false) }
+    }
+
+    /// The ring sequence holding the value (for `EventConsumer::set_durable` or a
+    /// `SequenceBarrier` dependency). Only the journaler may `set` it.
+    pub fn sequence(&self) -> Arc<Sequence> {
+        self.seq.clone()
     }
 
     /// The durable sequence (`Acquire`).
     #[inline]
     pub fn get(&self) -> Seq {
-        self.seq.load(Ordering::Acquire)
+        self.seq.get()
     }
 
     /// Publishes `seq` (`Release`). Only the journaler calls this; values never go down.
     #[inline]
     pub fn publish(&self, seq: Seq) {
-        debug_assert!(seq >= self.seq.load(Ordering::Relaxed), "durable sequence went down");
-        self.seq.store(seq, Ordering::Release);
+        debug_assert!(seq >= self.seq.get_relaxed(), "durable sequence went down");
+        self.seq.set(seq);
     }
 
     /// Marks the journal failed: the value will not advance any more. Waiters get an error.
@@ -161,6 +171,40 @@ impl CommandSource for ChannelSource {
             Ok(c) => self.pending = Some(c),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => self.closed = true,
+        }
+    }
+}
+
+/// The inbound ring's side consumer (`Pipeline::take_inbound_side_consumers`) as the journaler's
+/// source: commands are copied out and their slots released to the producers at once. The
+/// inbound ring has many producers and no "closed" state: stop the journaler with
+/// [`Journaler::stop`] (it is `Closed` only if the barrier is alerted or a single producer is
+/// gone, with nothing left to read).
+impl CommandSource for Consumer<Command> {
+    fn poll(&mut self, out: &mut Vec<Command>, max: usize) -> SourcePoll {
+        let n = Consumer::poll(self, max, |c, _, _| out.push(*c));
+        let barrier = self.barrier();
+        if n == 0 && (barrier.is_alerted() || barrier.is_producer_closed()) && self.available() < self.next_seq() {
+            return SourcePoll::Closed;
+        }
+        SourcePoll::Open
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while self.available() < self.next_seq() {
+            if self.barrier().is_alerted() || self.barrier().is_producer_closed() || start.elapsed() >= timeout {
+                return;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else if spins < 128 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
         }
     }
 }
