@@ -25,12 +25,15 @@ pub struct ShardConfig {
     pub tick: Duration,
     /// Send a Heartbeat every tick.
     pub heartbeats: bool,
+    /// SO_SNDBUF for accepted sockets (bounds the kernel's memory per subscriber; `None`: the
+    /// system default, autotuned).
+    pub sndbuf: Option<usize>,
 }
 
 impl ShardConfig {
     /// Defaults: 1 s tick with heartbeats.
     pub fn new(hub: HubConfig) -> ShardConfig {
-        ShardConfig { hub, tick: Duration::from_secs(1), heartbeats: true }
+        ShardConfig { hub, tick: Duration::from_secs(1), heartbeats: true, sndbuf: None }
     }
 }
 
@@ -52,7 +55,7 @@ impl<S: EventSource> FeedShard<S> {
     /// A shard on `listener` (see [`crate::sys::bind_reuseport`]) reading `source`.
     pub fn new(listener: std::net::TcpListener, mut source: S, cfg: ShardConfig) -> io::Result<FeedShard<S>> {
         let local = listener.local_addr()?;
-        let backend = Epoll::new(listener)?;
+        let backend = Epoll::new(listener, cfg.sndbuf)?;
         source.set_notifier(backend.notifier());
         Ok(FeedShard {
             hub: Hub::new(cfg.hub.clone()),

@@ -18,16 +18,17 @@ pub(crate) struct Epoll {
     listener: TcpListener,
     waker: Arc<Waker>,
     conns: Vec<Option<TcpStream>>,
+    sndbuf: Option<usize>,
 }
 
 impl Epoll {
-    pub(crate) fn new(listener: std::net::TcpListener) -> io::Result<Epoll> {
+    pub(crate) fn new(listener: std::net::TcpListener, sndbuf: Option<usize>) -> io::Result<Epoll> {
         listener.set_nonblocking(true)?;
         let poll = Poll::new()?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        Ok(Epoll { poll, events: Events::with_capacity(1024), listener, waker, conns: Vec::new() })
+        Ok(Epoll { poll, events: Events::with_capacity(1024), listener, waker, conns: Vec::new(), sndbuf })
     }
 
     fn stream(&mut self, id: ConnId) -> io::Result<&mut TcpStream> {
@@ -66,6 +67,9 @@ impl Backend for Epoll {
             Err(e) => return Err(e),
         };
         let _ = s.set_nodelay(true);
+        if let Some(n) = self.sndbuf {
+            let _ = socket2::SockRef::from(&s).set_send_buffer_size(n);
+        }
         let id = alloc();
         if self.poll.registry().register(&mut s, Token(id as usize), Interest::READABLE | Interest::WRITABLE).is_err() {
             // Not stored: the hub's handshake linger closes the id.
