@@ -100,6 +100,7 @@ pub fn run(c: &Common) {
     }
     r.note(&format!("(generated in {:.2} s, seed {SEED:#x})", t0.elapsed().as_secs_f64()));
     let mut sanity: Vec<String> = Vec::new();
+    let direct_hash;
     let reps_extra = |v: &[f64]| vec![("reps", v.len().to_string()), ("cmds", n.to_string()), ("runs_mops", fmt_rates(v))];
 
     // --- Our engine, direct calls -------------------------------------------------------------
@@ -111,6 +112,7 @@ pub fn run(c: &Common) {
             e.handle(cmd, &mut k);
         }
         let fills = k.by_kind[EventKind::Fill as usize];
+        direct_hash = e.state_hash();
         let rejects = k.by_kind[EventKind::Rejected as usize];
         sanity.push(format!(
             "tickwire engine: fills {fills}, resting {}, rejects {rejects}, events {} ({:.2}/cmd), state_hash {:#018x}{}",
@@ -152,9 +154,19 @@ pub fn run(c: &Common) {
     r.add(BENCH, "throughput_direct", direct, "ops/s", &reps_extra(&runs));
 
     // --- Through the pipeline (rings + pinned engine agent) -----------------------------------
+    r.note(&pipe::describe());
+    let pipe_mode = ("mode", pipe::mode().name().to_string());
     let ring = pipe::throughput(&w, plan.reps);
     match &ring {
-        Ok((rate, runs)) => r.add(BENCH, "throughput_ring", *rate, "ops/s", &reps_extra(runs)),
+        Ok((rate, runs, hash)) => {
+            let mut ex = reps_extra(runs);
+            ex.push(pipe_mode.clone());
+            r.add(BENCH, "throughput_ring", *rate, "ops/s", &ex);
+            sanity.push(format!(
+                "pipeline: state_hash {hash:#018x} ({})",
+                if *hash == direct_hash { "same as direct" } else { "DIFFERS from direct" }
+            ));
+        }
         Err(why) => sanity.push(format!("throughput_ring: not measured: {why}")),
     }
 
@@ -218,7 +230,7 @@ pub fn run(c: &Common) {
     r.add(BENCH, "throughput_btreemap", plr, "ops/s", &reps_extra(&runs));
     r.add(BENCH, "throughput_ratio_vs_matchcore", direct / mcr, "x", &[]);
     r.add(BENCH, "throughput_ratio_vs_btreemap", direct / plr, "x", &[]);
-    if let Ok((ring_rate, _)) = ring {
+    if let Ok((ring_rate, _, _)) = ring {
         r.add(BENCH, "ring_vs_direct", ring_rate / direct, "x", &[]);
     }
 
@@ -227,7 +239,7 @@ pub fn run(c: &Common) {
         match pipe::latency(&w, rate, plan.latency_secs, plan.warmup_frac) {
             Ok(l) => {
                 let ex = |extra: &[(&'static str, String)]| {
-                    let mut v = vec![("rate", rate.to_string())];
+                    let mut v = vec![("rate", rate.to_string()), pipe_mode.clone()];
                     v.extend_from_slice(extra);
                     v
                 };
