@@ -294,6 +294,29 @@ pub struct Logon {
     pub signature: [u8; 32],
 }
 
+impl Logon {
+    /// A Logon signed with `secret` (see [`crate::auth::sign`]).
+    pub fn signed(
+        secret: &[u8],
+        key_id: u64,
+        timestamp_ns: u64,
+        nonce: u64,
+        last_seq_seen: Seq,
+        heartbeat_ms: u32,
+        cancel_on_disconnect: bool,
+    ) -> Logon {
+        Logon {
+            heartbeat_ms,
+            key_id,
+            timestamp_ns,
+            nonce,
+            last_seq_seen,
+            cancel_on_disconnect,
+            signature: crate::auth::sign(secret, key_id, timestamp_ns, nonce),
+        }
+    }
+}
+
 message!(Logon, MsgType::Logon, 80, |s, w| {
     w.u32(s.heartbeat_ms);
     w.u64(s.key_id);

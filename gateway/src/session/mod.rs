@@ -30,7 +30,8 @@
 //!   the logon; an order message without a token is rejected `Throttled`;
 //!   `throttle_disconnect_after` throttled messages in a row → Logout `Throttled` and close.
 //! - Authorisation: `read` keys get `NotAuthorised` for every order message; `trade` keys for an
-//!   account not theirs; `admin` keys may act for any account.
+//!   account not theirs; `admin` keys may act for any account (up to [`ADMIN_ACCOUNTS_MAX`]
+//!   distinct ones per session).
 //! - Idempotency: a NewOrder whose client order id the account already used in this trading
 //!   session (through any session of the gateway) is rejected `DuplicateOrderId` by the gateway.
 //!   An id is used by the first NewOrder that passes the gateway's checks, even if the engine then
@@ -99,6 +100,10 @@ pub enum SessionState {
 }
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// Distinct accounts one admin session may act for (each is followed and cancelled on
+/// disconnect); beyond it, messages for a new account are rejected `CapacityExhausted`.
+pub const ADMIN_ACCOUNTS_MAX: usize = 4096;
 
 /// Token bucket in nano-tokens: a message costs `NANOS_PER_SEC`; `rate` tokens per second accrue
 /// as `rate` nano-tokens per nanosecond.
@@ -469,11 +474,15 @@ impl Session {
                 Role::Trade if !a.accounts.contains(&account) => Err(RejectReason::NotAuthorised),
                 Role::Trade => Ok(()),
                 Role::Admin => {
-                    if !a.accounts.contains(&account) {
+                    if a.accounts.contains(&account) {
+                        Ok(())
+                    } else if a.accounts.len() >= ADMIN_ACCOUNTS_MAX {
+                        Err(RejectReason::CapacityExhausted)
+                    } else {
                         a.accounts.push(account);
                         self.hub.borrow_mut().follow(key, account);
+                        Ok(())
                     }
-                    Ok(())
                 }
             }
         };
@@ -559,5 +568,25 @@ impl Drop for Session {
                 h.release(a.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_refills_at_its_rate_and_survives_clock_jumps() {
+        let mut b = TokenBucket::new(2, 3, 1000);
+        assert!((0..3).all(|_| b.try_take(1000)));
+        assert!(!b.try_take(1000));
+        assert!(!b.try_take(1000 + NANOS_PER_SEC / 2 - 1));
+        assert!(b.try_take(1000 + NANOS_PER_SEC / 2));
+        // Backwards: no refill, no panic. Huge jump: capped at the burst.
+        assert!(!b.try_take(0));
+        assert!((0..3).all(|_| b.try_take(u64::MAX)));
+        assert!(!b.try_take(u64::MAX));
+        let mut big = TokenBucket::new(u32::MAX, u32::MAX, 0);
+        assert!(big.try_take(u64::MAX));
     }
 }
