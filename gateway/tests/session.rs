@@ -644,3 +644,24 @@ fn a_long_replay_is_written_in_batches_driven_by_poll_timeout() {
     assert!(!c.s.reports_pending());
     assert_eq!(next, Some(T0 + 2 + SEC), "back to the heartbeat deadline");
 }
+
+#[test]
+fn the_hub_names_the_keys_an_event_concerns() {
+    let mut w = World::new();
+    let mut t = w.connect();
+    w.logon(&mut t, TRADER, 1, 0, false);
+    t.send(&new_order(10, 1, Side::Buy, Some(100), 1), w.now);
+    let cmd = t.fx.commands.pop().unwrap().with_seq(1, w.now);
+    let mut evs = Vec::new();
+    w.engine.handle(&cmd, &mut evs);
+    let mut keys = Vec::new();
+    // Account 10 is followed by the trader and the read key.
+    assert_eq!(w.hub.handle_event_keys(&evs[0], &mut keys), 2);
+    keys.sort_unstable();
+    assert_eq!(keys, vec![TRADER, READER]);
+    // Handled already: nothing more.
+    assert_eq!(w.hub.handle_event_keys(&evs[0], &mut keys), 0);
+    assert!(keys.is_empty());
+    t.s.flush_reports(w.now, &mut t.fx);
+    assert_eq!(reports(&decode_all(&t.fx.out)).len(), 1);
+}

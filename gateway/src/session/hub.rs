@@ -36,6 +36,8 @@ pub(crate) struct HubState {
     orders: HashMap<(AccountId, ClientOrderId), OrderQty>,
     used_ids: HashMap<AccountId, HashSet<ClientOrderId>>,
     last_engine_seq: Seq,
+    /// Keys that received a report from the event being handled.
+    touched: Vec<KeyId>,
 }
 
 /// What a successful logon grants.
@@ -73,6 +75,7 @@ impl Hub {
             orders: HashMap::new(),
             used_ids: HashMap::new(),
             last_engine_seq: 0,
+            touched: Vec::new(),
         }))))
     }
 
@@ -90,6 +93,17 @@ impl Hub {
     /// event (the loop, then each session) is harmless. Returns the number of reports stored.
     pub fn handle_event(&self, ev: &Event) -> usize {
         self.borrow_mut().handle_event(ev)
+    }
+
+    /// [`Hub::handle_event`], also listing (in `keys`, cleared first) the keys that received a
+    /// report, so that a loop with many connections flushes only their sessions
+    /// ([`super::Session::flush_reports`]).
+    pub fn handle_event_keys(&self, ev: &Event, keys: &mut Vec<KeyId>) -> usize {
+        let mut h = self.borrow_mut();
+        let n = h.handle_event(ev);
+        keys.clear();
+        keys.extend_from_slice(&h.touched);
+        n
     }
 
     /// Highest session sequence assigned to `key` (0 = none).
@@ -189,6 +203,9 @@ impl HubState {
             let mut r = r;
             r.session_seq = self.store.last_seq(key) + 1;
             self.store.append(key, &r);
+            if !self.touched.contains(&key) {
+                self.touched.push(key);
+            }
         }
         self.routes[&r.account].len()
     }
@@ -200,6 +217,7 @@ impl HubState {
     }
 
     pub(crate) fn handle_event(&mut self, ev: &Event) -> usize {
+        self.touched.clear();
         if ev.seq <= self.last_engine_seq {
             return 0;
         }

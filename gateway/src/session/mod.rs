@@ -6,7 +6,9 @@
 //! let hub = Hub::new(config, Box::new(MemoryReplayStore::new(100_000)))?;
 //! // on accept:            sessions[id] = Session::new(hub.clone(), now)
 //! // on readable:          session.handle_bytes(&buf[..n], now, &mut fx)
-//! // per engine event:     hub.handle_event(&ev); session.handle_event(&ev, now, &mut fx) for each live session
+//! // per engine event:     hub.handle_event_keys(&ev, &mut keys);
+//! //                       then session.flush_reports(now, &mut fx) for the live session of each key
+//! //                       (or simply session.handle_event(&ev, now, &mut fx) for every session)
 //! // on timer / each turn: deadline = session.poll_timeout(now, &mut fx)
 //! // on socket EOF/error:  session.handle_disconnect(now, &mut fx)
 //! // after each call:      write fx.out, submit fx.commands to the engine, close if fx.close, fx.clear()
