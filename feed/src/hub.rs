@@ -283,6 +283,8 @@ impl Hub {
                 Some((ws_frame(&p), ins.seq))
             }
             EventView::InstrumentStatus { halted } => {
+                // The book changes before a halt/resume go out before it.
+                Self::encode_pending(&self.cfg, &mut self.stats, &mut self.scratch, ins);
                 ins.seq += 1;
                 ins.book.halted = halted;
                 let mut p = Vec::with_capacity(md::STATUS_SIZE);
@@ -320,23 +322,7 @@ impl Hub {
         for &i in &touched {
             let ins = &mut self.instruments[i];
             ins.in_touched = false;
-            let pending = std::mem::take(&mut ins.pending);
-            for chunk in pending.chunks(md::MAX_BATCH_UPDATES) {
-                for u in chunk {
-                    ins.book.apply(u);
-                }
-                let first = ins.seq + 1;
-                ins.seq += chunk.len() as u64;
-                self.scratch.clear();
-                let n = md::delta_batch_len(chunk.len());
-                ws::frame_header(ws::OP_BINARY, n, &mut self.scratch);
-                md::encode_delta_batch(&mut self.scratch, ins.id, first, ins.ts_ns, ins.book.crc(), chunk);
-                let f = Bytes::copy_from_slice(&self.scratch);
-                let last = ins.seq;
-                Self::record(&self.cfg, &mut self.stats, ins, first, last, f);
-            }
-            ins.pending = pending;
-            ins.pending.clear();
+            Self::encode_pending(&self.cfg, &mut self.stats, &mut self.scratch, ins);
             let fresh = std::mem::take(&mut ins.fresh);
             let subs = std::mem::take(&mut ins.subscribers);
             for &c in &subs {
@@ -352,6 +338,27 @@ impl Hub {
         self.touched = touched;
         self.touched.clear();
         &self.dirty
+    }
+
+    /// Applies the pending level updates to the book and encodes them as DeltaBatch frames.
+    fn encode_pending(cfg: &HubConfig, stats: &mut HubStats, scratch: &mut Vec<u8>, ins: &mut Instrument) {
+        let pending = std::mem::take(&mut ins.pending);
+        for chunk in pending.chunks(md::MAX_BATCH_UPDATES) {
+            for u in chunk {
+                ins.book.apply(u);
+            }
+            let first = ins.seq + 1;
+            ins.seq += chunk.len() as u64;
+            scratch.clear();
+            let n = md::delta_batch_len(chunk.len());
+            ws::frame_header(ws::OP_BINARY, n, scratch);
+            md::encode_delta_batch(scratch, ins.id, first, ins.ts_ns, ins.book.crc(), chunk);
+            let f = Bytes::copy_from_slice(scratch);
+            let last = ins.seq;
+            Self::record(cfg, stats, ins, first, last, f);
+        }
+        ins.pending = pending;
+        ins.pending.clear();
     }
 
     /// A Snapshot frame of instrument index `i` (encoded once per sequence, cached).
