@@ -243,7 +243,22 @@ pub fn run(c: &Common) {
                     v.extend_from_slice(extra);
                     v
                 };
-                let counts = [("samples", l.samples.to_string()), ("max_lag_ns", l.max_send_lag_ns.to_string())];
+                // Sustained: the producer was (nearly) back on schedule at the end: its last send
+                // was late by less than 1% of the run (and at most 1 ms is always fine). Otherwise
+                // the pipeline could not keep up with the rate on this machine.
+                let run_ns = l.commands as u128 * 1_000_000_000 / rate as u128;
+                let sustained = (l.end_send_lag_ns as u128) < (run_ns / 100).max(1_000_000);
+                if !sustained {
+                    sanity.push(format!(
+                        "latency at {rate}/s: NOT sustained on this machine (last command sent {:.1} ms late)",
+                        l.end_send_lag_ns as f64 / 1e6
+                    ));
+                }
+                let counts = [
+                    ("samples", l.samples.to_string()),
+                    ("max_lag_ns", l.max_send_lag_ns.to_string()),
+                    ("sustained", if sustained { "yes" } else { "no" }.to_string()),
+                ];
                 r.add(BENCH, "latency_p50", l.p50, "ns", &ex(&counts));
                 r.add(BENCH, "latency_p90", l.p90, "ns", &ex(&[]));
                 r.add(BENCH, "latency_p99", l.p99, "ns", &ex(&[]));

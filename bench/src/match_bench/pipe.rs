@@ -160,10 +160,14 @@ pub fn throughput(w: &Workload, reps: usize) -> Result<(f64, Vec<f64>, u64), Str
 /// Latency percentiles (ns) of one open-loop run.
 #[derive(Clone, Debug, Default)]
 pub struct Latency {
+    /// Commands sent.
+    pub commands: u64,
     /// Commands recorded (after warm-up).
     pub samples: u64,
     /// Latest the producer was in sending a command (ns after its due time).
     pub max_send_lag_ns: u64,
+    /// How late the last command was sent (ns): small when the rate was sustained.
+    pub end_send_lag_ns: u64,
     /// Percentiles and max, ns.
     pub p50: f64,
     /// See `p50`.
@@ -243,11 +247,11 @@ pub fn latency(w: &Workload, rate: u64, secs: f64, warmup_frac: f64) -> Result<L
     let hist = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).map_err(|e| e.to_string())?;
     let mut rec = Recorder { hist, first, warmup: (m as f64 * warmup_frac) as u64, done: 0 };
     let m = m as u64;
-    let lag = match mode() {
+    let (lag, end_lag) = match mode() {
         Mode::Split => std::thread::scope(|s| {
             let producer = s.spawn(move || {
                 pin(0);
-                let mut lag = 0u64;
+                let (mut lag, mut last) = (0u64, 0u64);
                 for (i, c) in cmds.iter().enumerate() {
                     let due = sch.due(i as u64);
                     let mut now = sch.now();
@@ -255,10 +259,11 @@ pub fn latency(w: &Workload, rate: u64, secs: f64, warmup_frac: f64) -> Result<L
                         std::hint::spin_loop();
                         now = sch.now();
                     }
-                    lag = lag.max(now - due);
+                    last = now - due;
+                    lag = lag.max(last);
                     send_due(&mut prod, c, due);
                 }
-                lag
+                (lag, last)
             });
             let (rec, cons) = (&mut rec, &mut cons);
             let consumer = s.spawn(move || {
@@ -275,7 +280,7 @@ pub fn latency(w: &Workload, rate: u64, secs: f64, warmup_frac: f64) -> Result<L
         }),
         Mode::Combined => {
             pin(0);
-            let mut lag = 0u64;
+            let (mut lag, mut last) = (0u64, 0u64);
             let mut i = 0u64;
             while rec.done < m {
                 // Small polls so a due command is never held up for long.
@@ -286,12 +291,13 @@ pub fn latency(w: &Workload, rate: u64, secs: f64, warmup_frac: f64) -> Result<L
                     // try_send: this thread is the only consumer, so it must never wait on a full
                     // inbound ring (a late command stays due and is sent on the next turn).
                     if now >= due && prod.try_send(Command { ts_ns: due, ..cmds[i as usize] }).is_ok() {
-                        lag = lag.max(now - due);
+                        last = now - due;
+                        lag = lag.max(last);
                         i += 1;
                     }
                 }
             }
-            lag
+            (lag, last)
         }
     };
     drop(cons);
@@ -299,8 +305,10 @@ pub fn latency(w: &Workload, rate: u64, secs: f64, warmup_frac: f64) -> Result<L
     let h = &rec.hist;
     let q = |x: f64| h.value_at_quantile(x) as f64;
     Ok(Latency {
+        commands: m,
         samples: h.len(),
         max_send_lag_ns: lag,
+        end_send_lag_ns: end_lag,
         p50: q(0.5),
         p90: q(0.9),
         p99: q(0.99),
