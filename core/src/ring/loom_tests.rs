@@ -67,62 +67,64 @@ fn sp_batch_end_of_batch() {
     });
 }
 
-/// Two producers, capacity 2, one record each plus a third from the main thread racing the
-/// consumer for space: every record arrives exactly once, in sequence order, with the value
-/// its producer wrote for that sequence.
+/// Two producers (a spawned thread and the main thread), capacity 2, one record each, and a
+/// consumer thread: every record arrives exactly once, in sequence order, with the value its
+/// producer wrote for that sequence. (The consumer runs on its own thread: loom explores stale
+/// reads of the record far better that way.)
 #[test]
 fn mp_two_producers_exactly_once_in_order() {
     model(|| {
         let ring = RingBuffer::<u64>::heap(2).unwrap();
-        let (p, mut cs) = ring.into_multi_producer(1, WaitStrategyKind::BusySpin);
+        let (mut p, mut cs) = ring.into_multi_producer(1, WaitStrategyKind::BusySpin);
         let mut c = cs.pop().unwrap();
-        let handles: Vec<_> = (0..2u64)
-            .map(|id| {
-                let mut p = p.clone();
-                thread::spawn(move || p.send_with(|s| s * 10 + id))
-            })
-            .collect();
-        let mut seen = Vec::new();
-        while seen.len() < 2 {
-            c.poll(8, |v, s, _| {
-                assert_eq!(*v / 10, s, "record {s} seen before its producer finished writing it");
-                seen.push(*v);
-            });
-            thread::yield_now();
-        }
-        let seqs: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let consumer = thread::spawn(move || {
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                c.poll(8, |v, s, _| {
+                    assert_eq!(*v / 10, s, "record {s} seen before its producer finished writing it");
+                    seen.push(*v);
+                });
+                thread::yield_now();
+            }
+            seen
+        });
+        let mut p2 = p.clone();
+        let other = thread::spawn(move || p2.send_with(|s| s * 10 + 1));
+        let mine = p.send_with(|s| s * 10);
+        let theirs = other.join().unwrap();
+        let seen = consumer.join().unwrap();
         let mut ids: Vec<u64> = seen.iter().map(|v| v % 10).collect();
         ids.sort_unstable();
         assert_eq!(ids, vec![0, 1], "each producer's record exactly once");
-        let mut sorted = seqs.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, vec![1, 2]);
+        let mut seqs = vec![mine, theirs];
+        seqs.sort_unstable();
+        assert_eq!(seqs, vec![1, 2]);
     });
 }
 
 /// Multi producer wrapping a capacity-2 ring: the producer waiting for space never overwrites a
-/// record the consumer has not read.
+/// record the consumer has not read, and the consumer never reads a record before it is written.
 #[test]
 fn mp_wrap_respects_gating() {
     model(|| {
         let ring = RingBuffer::<u64>::heap(2).unwrap();
         let (mut p, mut cs) = ring.into_multi_producer(1, WaitStrategyKind::BusySpin);
         let mut c = cs.pop().unwrap();
-        let t = thread::spawn(move || {
-            for _ in 0..3 {
-                p.send_with(|s| s * 100);
+        let consumer = thread::spawn(move || {
+            let mut next = 1;
+            while next <= 3 {
+                c.poll(8, |v, s, _| {
+                    assert_eq!(s, next);
+                    assert_eq!(*v, s * 100);
+                    next += 1;
+                });
+                thread::yield_now();
             }
         });
-        let mut next = 1;
-        while next <= 3 {
-            c.poll(8, |v, s, _| {
-                assert_eq!(s, next);
-                assert_eq!(*v, s * 100);
-                next += 1;
-            });
-            thread::yield_now();
+        for _ in 0..3 {
+            p.send_with(|s| s * 100);
         }
-        t.join().unwrap();
+        consumer.join().unwrap();
     });
 }
 
