@@ -1,5 +1,6 @@
 //! Sans-IO tests of the hub: book reconstruction against the engine, resume, slow consumers,
 //! hostile client bytes.
+#![allow(clippy::needless_range_loop)]
 
 mod common;
 
@@ -34,7 +35,7 @@ fn apply(frames: &[Frame], syncs: &mut [InstrumentSync; 3]) -> Vec<ServerMsg<'st
         let p: &'static [u8] = Box::leak(f.payload.clone().into_boxed_slice());
         let m = ServerMsg::decode(p).expect("server message decodes");
         let i = m.instrument() as usize;
-        if i >= 1 && i <= 2 {
+        if (1..=2).contains(&i) {
             syncs[i].apply(&m).unwrap_or_else(|e| panic!("instrument {i}: {e:?}"));
         }
         kinds.push(m);

@@ -11,8 +11,10 @@ fn up(side: Side, price: Price, qty: Qty, orders: u32) -> LevelUpdate {
     LevelUpdate { side, price, qty, orders }
 }
 
+type Example = (&'static str, Vec<u8>, Vec<(usize, String)>);
+
 /// The example messages of docs/market-data.md, with each field's (size, name).
-fn examples() -> Vec<(&'static str, Vec<u8>, Vec<(usize, String)>)> {
+fn examples() -> Vec<Example> {
     let f = |v: &[(usize, &str)]| v.iter().map(|&(n, s)| (n, s.to_string())).collect::<Vec<_>>();
     let level = |side: &str| f(&[(8, "price"), (8, "qty"), (4, "orders"), (1, side), (3, "reserved")]);
     let mut out = Vec::new();

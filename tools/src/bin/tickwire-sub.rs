@@ -206,6 +206,7 @@ fn run(a: &Args) -> Result<Stats, Box<dyn std::error::Error>> {
     Ok(st)
 }
 
+#[allow(clippy::result_large_err)]
 fn send(ws: &mut WebSocket<TcpStream>, m: ClientMsg) -> Result<(), tungstenite::Error> {
     ws.send(Message::Binary(m.to_vec().into()))
 }
