@@ -855,7 +855,8 @@ impl Engine {
 #[inline]
 fn check_qty(book: &OrderBook, qty: Qty) -> Result<(), RejectReason> {
     let c = &book.cfg;
-    if qty == 0 || qty % c.lot_size != 0 {
+    // The modulo (a 20–40 cycle division) only when the lot is not 1.
+    if qty == 0 || (c.lot_size != 1 && qty % c.lot_size != 0) {
         return Err(RejectReason::QuantityOffLot);
     }
     if qty < c.min_qty || qty > c.max_qty {
@@ -869,7 +870,7 @@ fn check_price(book: &OrderBook, p: Price) -> Result<(), RejectReason> {
     if p <= 0 {
         return Err(RejectReason::InvalidPrice);
     }
-    if p % book.cfg.tick_size != 0 {
+    if book.cfg.tick_size != 1 && p % book.cfg.tick_size != 0 {
         return Err(RejectReason::PriceOffTick);
     }
     if let (Some(bps), Some(r)) = (book.cfg.price_band_bps, book.reference_price()) {
