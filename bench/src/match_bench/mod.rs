@@ -304,6 +304,9 @@ NOTES (like for like?):
     about 3 per command) into a counting sink; matchcore returns an outcome value (it allocates a
     trade vector when it matches) of which only the trade count is read; the plain book reports
     fills to a counter and emits nothing else.
+  - matchcore does per-command work for features the workload does not use: sequence-number and
+    timestamp checks, a GTD expiry-queue check, and a pegged/price-conditional cascade check after
+    every submit/amend. Ours validates the full docs/matching.md rule list (capacity, lot, band...).
   - No accounts / STP in matchcore or the plain book; the engine runs with STP mode none, so self
     trades trade in all three. No price band, halts, mass cancel, FOK or post-only in the workload.
   - The plain book uses std HashMap (SipHash), BTreeMap and VecDeque with no preallocation, as a
