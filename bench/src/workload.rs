@@ -343,3 +343,47 @@ pub fn generate(seed: u64, main_len: usize) -> Workload {
     }
     Workload { cmds, prefill, mix }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tickwire_core::event::CountingSink;
+    use tickwire_core::{CommandKind, Engine, EngineConfig, InstrumentConfig};
+
+    #[test]
+    fn deterministic_and_mix_close_to_target() {
+        let a = generate(42, 50_000);
+        let b = generate(42, 50_000);
+        assert_eq!(a.cmds, b.cmds);
+        assert_eq!(a.prefill, PREFILL);
+        let seqs_ok = a.cmds.iter().enumerate().all(|(i, c)| c.seq == i as u64 + 1);
+        assert!(seqs_ok);
+        let m = &a.mix;
+        assert_eq!(m.total(), 50_000);
+        let share = |n: u64| n as f64 / m.total() as f64;
+        assert!((share(m.gtc) - 0.09).abs() < 0.01);
+        assert!((share(m.ioc) - 0.03).abs() < 0.01);
+        assert!((share(m.cancel) - 0.06).abs() < 0.01);
+        assert!((share(m.replace) - 0.82).abs() < 0.01);
+        assert!(m.resting_min > 700 && m.resting_max < 1300, "{m:?}");
+        assert!(a.main_cmds().iter().all(|c| (1..=216).contains(&c.qty) || c.kind == CommandKind::Cancel as u8));
+    }
+
+    #[test]
+    fn engine_agrees_with_the_generator() {
+        let w = generate(7, 30_000);
+        let mut cfg = EngineConfig::single_default();
+        cfg.instruments = vec![InstrumentConfig::simple(INSTRUMENT, "T")];
+        let mut e = Engine::new(&cfg).unwrap();
+        let mut pre = CountingSink::default();
+        for c in w.prefill_cmds() {
+            e.handle(c, &mut pre);
+        }
+        let mut s = CountingSink::default();
+        for c in w.main_cmds() {
+            e.handle(c, &mut s);
+        }
+        assert_eq!(s.fills, w.mix.fills);
+        assert_eq!(e.resting_orders(), w.mix.resting_end);
+    }
+}
