@@ -139,6 +139,13 @@ pub fn run(c: &Common) {
             "bytes",
             &[("orders_max", engine_config().orders_max.to_string()), ("levels_max", engine_config().levels_max.to_string())],
         );
+        r.add(
+            BENCH,
+            "memory_bytes_per_order_capacity",
+            e.memory_bytes() as f64 / engine_config().orders_max as f64,
+            "bytes",
+            &[],
+        );
     }
     let (direct, runs) = median_rate(plan.reps, n, || {
         let mut e = prefilled_engine(&w);
