@@ -908,9 +908,7 @@ impl Reference {
         let Some(book) = self.books.get_mut(&c.instrument) else {
             return self.reject(RejectReason::UnknownInstrument);
         };
-        if c.reason != 0 && CancelReason::from_u8(c.reason).is_none() {
-            return self.reject(RejectReason::MalformedCommand);
-        }
+        // Fields a command does not use (here `reason`) are ignored, as by every command.
         book.halted = halted;
         self.emit(
             c.instrument,
