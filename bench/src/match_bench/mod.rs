@@ -48,6 +48,10 @@ impl Plan {
 pub fn engine_config() -> EngineConfig {
     let mut cfg = EngineConfig::single_default();
     cfg.instruments = vec![InstrumentConfig::simple(workload::INSTRUMENT, "BENCH")];
+    // Diagnostic override (e.g. to see how the preallocated capacity affects cache behaviour).
+    if let Some(n) = std::env::var("TICKWIRE_BENCH_ORDERS_MAX").ok().and_then(|v| v.parse().ok()) {
+        cfg.orders_max = n;
+    }
     cfg
 }
 
@@ -75,12 +79,14 @@ impl EventSink for KindCounter {
     }
 }
 
-/// Median of `reps` timed runs; returns (ops/s, every run's ops/s).
-fn median_rate(reps: usize, ops: usize, mut run: impl FnMut() -> Duration) -> (f64, Vec<f64>) {
-    let mut rates: Vec<f64> = (0..reps).map(|_| ops as f64 / run().as_secs_f64()).collect();
-    let all = rates.clone();
-    rates.sort_by(|a, b| a.total_cmp(b));
-    (rates[rates.len() / 2], all)
+fn rate(ops: usize, dt: Duration) -> f64 {
+    ops as f64 / dt.as_secs_f64()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
 }
 
 fn fmt_rates(v: &[f64]) -> String {
@@ -147,7 +153,41 @@ pub fn run(c: &Common) {
             &[],
         );
     }
-    let (direct, runs) = median_rate(plan.reps, n, || {
+    // --- matchcore 0.4 and the plain book: validation passes (untimed) ----------------------
+    let stream = mc::convert(w.prefill_cmds(), main);
+    {
+        let mut book = mc::prefilled(&stream);
+        let mut cnt = mc::McCounter::default();
+        for cmd in &stream.main {
+            mc::execute(&mut book, cmd, &mut cnt);
+        }
+        sanity.push(format!(
+            "matchcore 0.4: fills {}, resting {}, rejects {} (differs by design: see NOTES)",
+            cnt.fills,
+            mc::resting(&book),
+            cnt.rejects
+        ));
+    }
+    let plain_prefilled = || {
+        let mut b = plain::PlainBook::new();
+        let mut s = plain::PlainCounter::default();
+        for cmd in w.prefill_cmds() {
+            b.handle(cmd, &mut s);
+        }
+        b
+    };
+    {
+        let mut b = plain_prefilled();
+        let mut s = plain::PlainCounter::default();
+        for cmd in main {
+            b.handle(cmd, &mut s);
+        }
+        sanity.push(format!("plain btreemap: fills {}, resting {}, rejects {}", s.fills, b.resting_orders(), s.rejects));
+    }
+
+    // --- Direct-call throughput: ours, matchcore, plain, repetitions interleaved -------------
+    // (A B C, A B C, ...: a change in machine load hits all three alike, keeping ratios fairer.)
+    let run_direct = || {
         let mut e = prefilled_engine(&w);
         let mut sink = CountingSink::default();
         let t = Instant::now();
@@ -157,8 +197,38 @@ pub fn run(c: &Common) {
         let dt = t.elapsed();
         black_box((&e, sink));
         dt
-    });
-    r.add(BENCH, "throughput_direct", direct, "ops/s", &reps_extra(&runs));
+    };
+    let run_mc = || {
+        let mut book = mc::prefilled(&stream);
+        let mut cnt = mc::McCounter::default();
+        let t = Instant::now();
+        for cmd in &stream.main {
+            mc::execute(&mut book, cmd, &mut cnt);
+        }
+        let dt = t.elapsed();
+        black_box((&book, cnt));
+        dt
+    };
+    let run_plain = || {
+        let mut b = plain_prefilled();
+        let mut s = plain::PlainCounter::default();
+        let t = Instant::now();
+        for cmd in main {
+            b.handle(cmd, &mut s);
+        }
+        let dt = t.elapsed();
+        black_box((&b, s));
+        dt
+    };
+    let (mut d_runs, mut m_runs, mut p_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..plan.reps {
+        d_runs.push(rate(n, run_direct()));
+        m_runs.push(rate(n, run_mc()));
+        p_runs.push(rate(n, run_plain()));
+    }
+    drop(stream);
+    let (direct, mcr, plr) = (median(&d_runs), median(&m_runs), median(&p_runs));
+    r.add(BENCH, "throughput_direct", direct, "ops/s", &reps_extra(&d_runs));
 
     // --- Through the pipeline (rings + pinned engine agent) -----------------------------------
     r.note(&pipe::describe());
@@ -176,65 +246,8 @@ pub fn run(c: &Common) {
         }
         Err(why) => sanity.push(format!("throughput_ring: not measured: {why}")),
     }
-
-    // --- matchcore 0.4 --------------------------------------------------------------------------
-    let stream = mc::convert(w.prefill_cmds(), main);
-    {
-        let mut book = mc::prefilled(&stream);
-        let mut cnt = mc::McCounter::default();
-        for cmd in &stream.main {
-            mc::execute(&mut book, cmd, &mut cnt);
-        }
-        sanity.push(format!(
-            "matchcore 0.4: fills {}, resting {}, rejects {} (differs by design: see NOTES)",
-            cnt.fills,
-            mc::resting(&book),
-            cnt.rejects
-        ));
-    }
-    let (mcr, runs) = median_rate(plan.reps, n, || {
-        let mut book = mc::prefilled(&stream);
-        let mut cnt = mc::McCounter::default();
-        let t = Instant::now();
-        for cmd in &stream.main {
-            mc::execute(&mut book, cmd, &mut cnt);
-        }
-        let dt = t.elapsed();
-        black_box((&book, cnt));
-        dt
-    });
-    drop(stream);
-    r.add(BENCH, "throughput_matchcore", mcr, "ops/s", &reps_extra(&runs));
-
-    // --- plain BTreeMap + VecDeque + HashMap book --------------------------------------------
-    let plain_prefilled = || {
-        let mut b = plain::PlainBook::new();
-        let mut s = plain::PlainCounter::default();
-        for cmd in w.prefill_cmds() {
-            b.handle(cmd, &mut s);
-        }
-        b
-    };
-    {
-        let mut b = plain_prefilled();
-        let mut s = plain::PlainCounter::default();
-        for cmd in main {
-            b.handle(cmd, &mut s);
-        }
-        sanity.push(format!("plain btreemap: fills {}, resting {}, rejects {}", s.fills, b.resting_orders(), s.rejects));
-    }
-    let (plr, runs) = median_rate(plan.reps, n, || {
-        let mut b = plain_prefilled();
-        let mut s = plain::PlainCounter::default();
-        let t = Instant::now();
-        for cmd in main {
-            b.handle(cmd, &mut s);
-        }
-        let dt = t.elapsed();
-        black_box((&b, s));
-        dt
-    });
-    r.add(BENCH, "throughput_btreemap", plr, "ops/s", &reps_extra(&runs));
+    r.add(BENCH, "throughput_matchcore", mcr, "ops/s", &reps_extra(&m_runs));
+    r.add(BENCH, "throughput_btreemap", plr, "ops/s", &reps_extra(&p_runs));
     r.add(BENCH, "throughput_ratio_vs_matchcore", direct / mcr, "x", &[]);
     r.add(BENCH, "throughput_ratio_vs_btreemap", direct / plr, "x", &[]);
     if let Ok((ring_rate, _, _)) = ring {
