@@ -7,3 +7,7 @@
 //! The event loop, the server binary and the clients come later.
 
 pub mod session;
+pub mod config;
+pub mod net;
+pub mod replay_journal;
+pub mod server;

@@ -1,0 +1,185 @@
+//! `tickwire`: the order-matching + market-data server.
+//!
+//! `tickwire serve` runs on an embedded demo default (BTC-USD and ETH-USD, demo keys printed at
+//! start, data in `./tickwire-data`, order entry on 127.0.0.1:9001, feed on 127.0.0.1:9002);
+//! `tickwire serve --config tickwire.toml` for everything else (`tickwire.example.toml`).
+//! See `docs/server.md`.
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tickwire_gateway::config::{ServerConfig, DEMO_READ_KEY, DEMO_TRADE_KEY, DEMO_TRADE_KEY_2};
+use tickwire_gateway::server::Server;
+use tickwire_journal::Durability;
+
+#[derive(Parser, Debug)]
+#[command(name = "tickwire", about = "Tickwire order-matching and market-data server", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Recover from the journal and serve order entry and market data until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Configuration file (TOML, see tickwire.example.toml). Without it: the embedded demo default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override the data directory (journal, gateway reject log).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override the order-entry listen address (port 0: any free port, printed).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override the market-data listen address (port 0: any free port, printed).
+    #[arg(long)]
+    feed_listen: Option<SocketAddr>,
+    /// Run without the market-data feed.
+    #[arg(long)]
+    no_feed: bool,
+    /// Override the journal durability: sync, async, async:<ms>, none.
+    #[arg(long)]
+    durability: Option<String>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` is an `extern "C"` function that only performs an atomic store,
+        // which is async-signal-safe; `signal` has no other precondition.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let Cmd::Serve(args) = cli.cmd;
+    if let Err(e) = serve(args) {
+        eprintln!("tickwire: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = match &a.config {
+        Some(p) => ServerConfig::load(p)?,
+        None => ServerConfig::demo(),
+    };
+    if let Some(d) = a.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    if a.no_feed {
+        cfg.feed = None;
+    } else if let (Some(l), Some(f)) = (a.feed_listen, cfg.feed.as_mut()) {
+        f.listen = l;
+    }
+    if let Some(d) = &a.durability {
+        cfg.durability = d.parse::<Durability>()?;
+    }
+    install_signal_handlers();
+    let mut out = std::io::stdout();
+    writeln!(out, "tickwire {} starting", env!("CARGO_PKG_VERSION"))?;
+    if cfg.is_demo {
+        writeln!(out, "configuration: EMBEDDED DEMO DEFAULT (no --config given)")?;
+    } else if let Some(p) = &a.config {
+        writeln!(out, "configuration: {}", p.display())?;
+    }
+    for i in &cfg.engine.instruments {
+        writeln!(
+            out,
+            "instrument {} {}: tick_size {} lot_size {} qty {}..={}{}",
+            i.id,
+            i.symbol,
+            i.tick_size,
+            i.lot_size,
+            i.min_qty,
+            i.max_qty,
+            i.price_band_bps.map(|b| format!(" band {b} bps")).unwrap_or_default()
+        )?;
+    }
+    if cfg.is_demo {
+        writeln!(out, "DEMO KEYS (publicly known secrets, for trying the server only; use --config for real keys):")?;
+        writeln!(out, "  demo trade key: id {} secret {:?} (role trade, account 1)", DEMO_TRADE_KEY.0, DEMO_TRADE_KEY.1)?;
+        writeln!(out, "  demo read key:  id {} secret {:?} (role read, accounts 1, 2)", DEMO_READ_KEY.0, DEMO_READ_KEY.1)?;
+        writeln!(
+            out,
+            "  demo trade key 2: id {} secret {:?} (role trade, account 2)",
+            DEMO_TRADE_KEY_2.0, DEMO_TRADE_KEY_2.1
+        )?;
+    } else {
+        for k in &cfg.session.keys {
+            writeln!(out, "key {}: role {} accounts {:?}", k.id, k.role.name(), k.accounts)?;
+        }
+    }
+    writeln!(out, "data directory: {}", cfg.data_dir.display())?;
+    out.flush()?;
+    let handle = Server::start(cfg.clone())?;
+    let i = &handle.info;
+    writeln!(
+        out,
+        "backends: order entry = mio/epoll event loop (1 thread, TCP_NODELAY); engine = lock-free ring pipeline \
+         (1 engine thread, heap rings, backoff wait); journal = segment files, durability {}, group commit; \
+         feed = {}",
+        i.durability,
+        match &cfg.feed {
+            Some(f) => format!("WebSocket, epoll, {} shard(s)", f.shards),
+            None => "off".into(),
+        }
+    )?;
+    writeln!(
+        out,
+        "recovered: {} commands (last sequence {}), {} gateway rejects, {} torn bytes cut",
+        i.recovered_commands, i.last_cmd_seq, i.rebuild.rejects, i.truncated_bytes
+    )?;
+    writeln!(out, "recovered-state-hash: {:#018x}", i.recovered_hash)?;
+    if let Some(f) = i.feed {
+        writeln!(out, "market-data: ws://{f}/")?;
+    }
+    writeln!(out, "order-entry: {}", i.order_entry)?;
+    writeln!(out, "ready (SIGINT or SIGTERM to stop)")?;
+    out.flush()?;
+    let stop = handle.stop_handle();
+    while !STOP.load(Ordering::SeqCst) && !handle.is_finished() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if STOP.load(Ordering::SeqCst) {
+        writeln!(out, "stopping: no new connections, ending sessions, draining")?;
+        out.flush()?;
+    }
+    stop.stop();
+    let r = handle.join()?;
+    writeln!(
+        out,
+        "stopped: {} connections served, {} commands, last sequence {} (journal durable {}), \
+         {} refused by rate, {} refused full, {} slow consumers",
+        r.stats.accepted,
+        r.stats.commands,
+        r.last_cmd_seq,
+        r.durable_seq,
+        r.stats.refused_rate,
+        r.stats.refused_full,
+        r.stats.slow_disconnects
+    )?;
+    writeln!(out, "final-state-hash: {:#018x}", r.state_hash)?;
+    out.flush()?;
+    Ok(())
+}

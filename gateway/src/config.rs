@@ -1,0 +1,427 @@
+//! The `tickwire serve` configuration: a TOML file (`tickwire.example.toml` documents every key)
+//! or the embedded demo default ([`ServerConfig::demo`]).
+//!
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use crate::session::{ApiKey, SessionConfig};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tickwire_core::{EngineConfig, InstrumentConfig, StpMode};
+use tickwire_journal::Durability;
+use tickwire_protocol::Role;
+
+/// Id and secret of the demo trade key of the embedded default (account 1). DEMO ONLY.
+pub const DEMO_TRADE_KEY: (u64, &str) = (1, "tickwire-demo-trade-secret");
+/// Id and secret of the demo read (drop copy) key of the embedded default (accounts 1, 2). DEMO ONLY.
+pub const DEMO_READ_KEY: (u64, &str) = (2, "tickwire-demo-read-secret");
+/// Id and secret of the second demo trade key (account 2), a counterparty. DEMO ONLY.
+pub const DEMO_TRADE_KEY_2: (u64, &str) = (3, "tickwire-demo-trade2-secret");
+
+/// Limits of the network edge (per connection and per source address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetLimits {
+    /// Open connections at most (more are accepted and closed at once).
+    pub max_connections: usize,
+    /// New connections accepted per source IP address per second; more are closed at once.
+    pub max_conn_per_ip_per_sec: u32,
+    /// Bytes queued for one client that it has not read yet; beyond it the client is a slow
+    /// consumer and is disconnected (logged with that reason).
+    pub max_outbound_bytes: usize,
+    /// Bytes read from one connection per readiness turn (fairness between connections).
+    pub read_budget: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            max_connections: 4096,
+            max_conn_per_ip_per_sec: 50,
+            max_outbound_bytes: 4 << 20,
+            read_budget: 64 << 10,
+            backlog: 1024,
+        }
+    }
+}
+
+/// Everything `tickwire serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Order-entry listen address.
+    pub listen: SocketAddr,
+    /// Data directory: the journal lives in `<data_dir>/journal`, the gateway reject log in
+    /// `<data_dir>/gateway-rejects.log`.
+    pub data_dir: PathBuf,
+    /// Engine configuration (instruments, capacities, STP).
+    pub engine: EngineConfig,
+    /// Sessions: keys and session limits.
+    pub session: SessionConfig,
+    /// Execution reports kept in memory per key for re-logon replay.
+    pub replay_per_key: usize,
+    /// Network limits.
+    pub net: NetLimits,
+    /// Journal durability mode.
+    pub durability: Durability,
+    /// Journal segment size in bytes.
+    pub segment_bytes: u64,
+    /// Market-data feed; `None` = no feed.
+    pub feed: Option<FeedSettings>,
+    /// Whether this is the embedded demo default (the banner says so).
+    pub is_demo: bool,
+}
+
+/// The in-process market-data feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedSettings {
+    /// WebSocket listen address.
+    pub listen: SocketAddr,
+    /// Shard threads.
+    pub shards: usize,
+}
+
+/// A configuration that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfigError(pub String);
+
+impl fmt::Display for ServerConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ServerConfigError {}
+
+fn addr(s: &str) -> SocketAddr {
+    // Only called on literals below.
+    s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl ServerConfig {
+    /// The embedded default: BTC-USD (1) and ETH-USD (2), demo keys, `./tickwire-data`, order
+    /// entry on 127.0.0.1:9001, feed on 127.0.0.1:9002, journal `sync`.
+    pub fn demo() -> ServerConfig {
+        let engine = EngineConfig {
+            instruments: vec![
+                // Price in whole USD (tick $1); quantity in 0.001 BTC (lot 1); 0.001 .. 1000 BTC.
+                InstrumentConfig {
+                    id: 1,
+                    symbol: "BTC-USD".into(),
+                    tick_size: 1,
+                    lot_size: 1,
+                    min_qty: 1,
+                    max_qty: 1_000_000,
+                    price_band_bps: None,
+                    reference_price: None,
+                },
+                // Price in USD cents (tick $0.01); quantity in 0.01 ETH (lot 1); 0.01 .. 10000 ETH.
+                InstrumentConfig {
+                    id: 2,
+                    symbol: "ETH-USD".into(),
+                    tick_size: 1,
+                    lot_size: 1,
+                    min_qty: 1,
+                    max_qty: 1_000_000,
+                    price_band_bps: None,
+                    reference_price: None,
+                },
+            ],
+            ..EngineConfig::single_default()
+        };
+        let key = |(id, secret): (u64, &str), role, accounts: Vec<u32>| ApiKey {
+            id,
+            secret: secret.as_bytes().to_vec(),
+            role,
+            accounts,
+        };
+        let session = SessionConfig {
+            keys: vec![
+                key(DEMO_TRADE_KEY, Role::Trade, vec![1]),
+                key(DEMO_READ_KEY, Role::Read, vec![1, 2]),
+                key(DEMO_TRADE_KEY_2, Role::Trade, vec![2]),
+            ],
+            ..SessionConfig::default()
+        };
+        ServerConfig {
+            listen: addr("127.0.0.1:9001"),
+            data_dir: PathBuf::from("./tickwire-data"),
+            engine,
+            session,
+            replay_per_key: 1 << 20,
+            net: NetLimits::default(),
+            durability: Durability::Sync,
+            segment_bytes: 64 << 20,
+            feed: Some(FeedSettings { listen: addr("127.0.0.1:9002"), shards: 1 }),
+            is_demo: true,
+        }
+    }
+
+    /// Parses a TOML configuration file's text; paths in it are relative to the current folder.
+    pub fn parse(text: &str) -> Result<ServerConfig, ServerConfigError> {
+        let f: FileConfig = toml::from_str(text).map_err(|e| ServerConfigError(e.to_string().trim_end().to_string()))?;
+        let d = ServerConfig::demo();
+        let sd = SessionConfig::default();
+        let nd = NetLimits::default();
+        let server = f.server.unwrap_or_default();
+        let parse_addr = |s: Option<String>, dflt: SocketAddr, what: &str| -> Result<SocketAddr, ServerConfigError> {
+            match s {
+                None => Ok(dflt),
+                Some(s) => s.parse().map_err(|_| ServerConfigError(format!("{what}: bad address {s:?}"))),
+            }
+        };
+        let stp_of = |s: &str| -> Result<StpMode, ServerConfigError> {
+            StpMode::ALL
+                .iter()
+                .copied()
+                .find(|m| m.name() == s)
+                .ok_or_else(|| ServerConfigError(format!("unknown stp mode {s:?}")))
+        };
+        let eng = f.engine.unwrap_or_default();
+        let mut engine = EngineConfig {
+            instruments: Vec::new(),
+            orders_max: eng.orders_max.unwrap_or(d.engine.orders_max),
+            levels_max: eng.levels_max.unwrap_or(d.engine.levels_max),
+            accounts_max: eng.accounts_max.unwrap_or(d.engine.accounts_max),
+            default_stp: match &eng.default_stp {
+                Some(s) => stp_of(s)?,
+                None => StpMode::None,
+            },
+            account_stp: Vec::new(),
+        };
+        for a in eng.account_stp {
+            engine.account_stp.push((a.account, stp_of(&a.mode)?));
+        }
+        engine.instruments = match f.instruments {
+            None => d.engine.instruments.clone(),
+            Some(list) => list
+                .into_iter()
+                .map(|i| InstrumentConfig {
+                    id: i.id,
+                    symbol: i.symbol,
+                    tick_size: i.tick_size,
+                    lot_size: i.lot_size,
+                    min_qty: i.min_qty,
+                    max_qty: i.max_qty,
+                    price_band_bps: i.price_band_bps,
+                    reference_price: i.reference_price,
+                })
+                .collect(),
+        };
+        engine.validate().map_err(|e| ServerConfigError(e.to_string()))?;
+        let keys = match f.keys {
+            None => return Err(ServerConfigError("no [[keys]]: a configuration file must list its API keys".into())),
+            Some(keys) => {
+                let mut out = Vec::new();
+                for k in keys {
+                    let role = match k.role.as_str() {
+                        "trade" => Role::Trade,
+                        "read" => Role::Read,
+                        "admin" => Role::Admin,
+                        r => return Err(ServerConfigError(format!("key {}: unknown role {r:?} (trade, read, admin)", k.id))),
+                    };
+                    let secret = match (k.secret, k.secret_hex) {
+                        (Some(s), None) => s.into_bytes(),
+                        (None, Some(h)) => hex(&h).ok_or_else(|| ServerConfigError(format!("key {}: bad secret_hex", k.id)))?,
+                        _ => return Err(ServerConfigError(format!("key {}: give exactly one of secret, secret_hex", k.id))),
+                    };
+                    out.push(ApiKey { id: k.id, secret, role, accounts: k.accounts });
+                }
+                out
+            }
+        };
+        let l = f.limits.unwrap_or_default();
+        let session = SessionConfig {
+            keys,
+            logon_window_ns: l.logon_window_ms.map_or(sd.logon_window_ns, |m| m * 1_000_000),
+            logon_timeout_ns: l.logon_timeout_ms.map_or(sd.logon_timeout_ns, |m| m * 1_000_000),
+            heartbeat_min_ms: l.heartbeat_min_ms.unwrap_or(sd.heartbeat_min_ms),
+            heartbeat_max_ms: l.heartbeat_max_ms.unwrap_or(sd.heartbeat_max_ms),
+            rate_per_sec: l.rate_per_sec.unwrap_or(sd.rate_per_sec),
+            burst: l.burst.unwrap_or(sd.burst),
+            throttle_disconnect_after: l.throttle_disconnect_after.unwrap_or(sd.throttle_disconnect_after),
+            max_frame: sd.max_frame,
+            max_order_ids_per_account: l.max_order_ids_per_account.unwrap_or(sd.max_order_ids_per_account),
+            max_reports_per_flush: sd.max_reports_per_flush,
+        };
+        session.validate().map_err(|e| ServerConfigError(e.to_string()))?;
+        let net = NetLimits {
+            max_connections: l.max_connections.unwrap_or(nd.max_connections).max(1),
+            max_conn_per_ip_per_sec: l.max_conn_per_ip_per_sec.unwrap_or(nd.max_conn_per_ip_per_sec).max(1),
+            max_outbound_bytes: l.max_outbound_bytes.unwrap_or(nd.max_outbound_bytes).max(4096),
+            read_budget: nd.read_budget,
+            backlog: l.backlog.unwrap_or(nd.backlog).max(1),
+        };
+        let j = f.journal.unwrap_or_default();
+        let durability = match j.durability {
+            None => Durability::Sync,
+            Some(s) => s.parse().map_err(|e: tickwire_journal::JournalError| ServerConfigError(e.to_string()))?,
+        };
+        let feed = match f.feed {
+            None => d.feed.clone(),
+            Some(fd) if fd.enabled == Some(false) => None,
+            Some(fd) => Some(FeedSettings {
+                listen: parse_addr(fd.listen, addr("127.0.0.1:9002"), "feed.listen")?,
+                shards: fd.shards.unwrap_or(1).max(1),
+            }),
+        };
+        Ok(ServerConfig {
+            listen: parse_addr(server.listen, d.listen, "server.listen")?,
+            data_dir: server.data_dir.map(PathBuf::from).unwrap_or(d.data_dir),
+            engine,
+            session,
+            replay_per_key: l.replay_per_key.unwrap_or(d.replay_per_key).max(1),
+            net,
+            durability,
+            segment_bytes: j.segment_bytes.unwrap_or(d.segment_bytes),
+            feed,
+            is_demo: false,
+        })
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<ServerConfig, ServerConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServerConfigError(format!("{}: {e}", path.display())))?;
+        ServerConfig::parse(&text).map_err(|e| ServerConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// The journal directory.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+
+    /// The gateway reject log.
+    pub fn reject_log_path(&self) -> PathBuf {
+        self.data_dir.join("gateway-rejects.log")
+    }
+
+    /// The instrument with this symbol (case-insensitive) or id.
+    pub fn instrument_id(&self, name: &str) -> Option<u32> {
+        self.engine
+            .instruments
+            .iter()
+            .find(|i| i.symbol.eq_ignore_ascii_case(name) || name.parse::<u32>().ok() == Some(i.id))
+            .map(|i| i.id)
+    }
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() & 1 == 1 || s.is_empty() {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<ServerSection>,
+    engine: Option<EngineSection>,
+    instruments: Option<Vec<FileInstrument>>,
+    keys: Option<Vec<FileKey>>,
+    limits: Option<LimitsSection>,
+    journal: Option<JournalSection>,
+    feed: Option<FeedSection>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<String>,
+    data_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EngineSection {
+    orders_max: Option<u32>,
+    levels_max: Option<u32>,
+    accounts_max: Option<u32>,
+    default_stp: Option<String>,
+    #[serde(default)]
+    account_stp: Vec<AccountStp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountStp {
+    account: u32,
+    mode: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInstrument {
+    id: u32,
+    symbol: String,
+    tick_size: i64,
+    lot_size: u64,
+    min_qty: u64,
+    max_qty: u64,
+    price_band_bps: Option<u32>,
+    reference_price: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    id: u64,
+    role: String,
+    secret: Option<String>,
+    secret_hex: Option<String>,
+    #[serde(default)]
+    accounts: Vec<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    logon_window_ms: Option<u64>,
+    logon_timeout_ms: Option<u64>,
+    heartbeat_min_ms: Option<u32>,
+    heartbeat_max_ms: Option<u32>,
+    rate_per_sec: Option<u32>,
+    burst: Option<u32>,
+    throttle_disconnect_after: Option<u32>,
+    max_order_ids_per_account: Option<usize>,
+    replay_per_key: Option<usize>,
+    max_connections: Option<usize>,
+    max_conn_per_ip_per_sec: Option<u32>,
+    max_outbound_bytes: Option<usize>,
+    backlog: Option<i32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct JournalSection {
+    durability: Option<String>,
+    segment_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FeedSection {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    shards: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_typos_are_refused() {
+        let text = include_str!("../../tickwire.example.toml");
+        let c = ServerConfig::parse(text).unwrap();
+        assert_eq!(c.engine.instruments.len(), 2);
+        assert!(!c.session.keys.is_empty());
+        assert!(ServerConfig::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 1\n").is_err());
+        assert!(ServerConfig::parse("[server]\nlisten = \"127.0.0.1:1\"\n").is_err(), "keys are required");
+        let demo = ServerConfig::demo();
+        assert_eq!(demo.instrument_id("btc-usd"), Some(1));
+        assert_eq!(demo.instrument_id("2"), Some(2));
+    }
+}

@@ -1,0 +1,717 @@
+//! The order-entry event loop: one thread, mio (epoll, edge-triggered), a sans-IO
+//! [`Session`] per connection.
+//!
+//! Per turn:
+//! 1. `epoll_wait` (timeout below); accept new connections (per-source-address rate limit,
+//!    connection cap, `TCP_NODELAY`); read readable connections into one scratch buffer, at most
+//!    `read_budget` bytes per connection per turn (a connection with more is revisited next
+//!    turn, so one busy client cannot starve the others) and hand the bytes to its session.
+//! 2. Commands the sessions produced go to the core through the pipeline's multi-producer
+//!    [`CommandProducer`] as soon as they are produced.
+//! 3. Engine events come back from an [`EventConsumer`] gated on the journal's durable sequence
+//!    (nothing is acknowledged before its command is journaled): each event goes to the
+//!    [`Hub`], which numbers and stores the execution reports, and the live session of every key
+//!    concerned writes them; the same batch is handed to the market-data feed.
+//! 4. Session timers (`poll_timeout`: logon timeout, heartbeats, long replays) that are due.
+//! 5. The gateway reject log is `fdatasync`ed if a reject was appended this turn, and only then
+//!    is the turn's output written to the sockets (partial writes continue on `WRITABLE`). Each
+//!    connection's unsent output is bounded (`max_outbound_bytes`): a client that does not read
+//!    is disconnected as a slow consumer (logged; cancel-on-disconnect applies).
+//!
+//! **How engine events reach the loop (latency choice).** The engine and the journaler never
+//! signal the loop (their hot paths make no syscalls). Every command comes from this loop, so
+//! events can only be pending while a command sent by it has not yet seen its last event
+//! (`last_in_command`). While such commands are in flight the loop polls epoll with a zero
+//! timeout and sleeps ~50 µs when a turn found nothing, i.e. it polls the event consumer about
+//! every 50–100 µs (the cost: up to that much added latency per acknowledgement, on top of the
+//! journal's `fdatasync`, and a light spin of this thread while orders are in flight). With
+//! nothing in flight it blocks in epoll until a socket, a session timer or the shutdown
+//! [`Waker`] wakes it, using no CPU.
+//!
+//! Connections that end are closed gracefully: pending output is written, the write side is shut
+//! down, and input is read and dropped until EOF (at most one second), so the peer receives a
+//! final SessionReject/Logout instead of a reset.
+
+use crate::config::NetLimits;
+use crate::replay_journal::RejectLog;
+use crate::session::{Effects, Hub, KeyId, Session, SessionState};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tickwire_core::pipeline::{CommandProducer, EventConsumer};
+use tickwire_core::{Event, Seq};
+use tickwire_feed::FeedSender;
+use tickwire_protocol::DisconnectReason;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+const LINGER_NS: u64 = 1_000_000_000;
+const EVENTS_PER_POLL: usize = 4096;
+
+/// Wall clock, ns since the Unix epoch (compared with the Logon's timestamp).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Opens the non-blocking order-entry listener: `SO_REUSEADDR`, `TCP_NODELAY` (inherited by
+/// accepted sockets, and set again on each), the given backlog.
+pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nodelay(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(s.into()))
+}
+
+fn log(msg: &str) {
+    eprintln!("tickwire-gateway: {msg}");
+}
+
+/// Counters of the loop (printed at shutdown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections closed at once: over the per-address rate.
+    pub refused_rate: u64,
+    /// Connections closed at once: over `max_connections`.
+    pub refused_full: u64,
+    /// Connections closed as slow consumers.
+    pub slow_disconnects: u64,
+    /// Commands sent to the core.
+    pub commands: u64,
+    /// Engine events handled.
+    pub events: u64,
+}
+
+#[derive(PartialEq, Eq)]
+enum ConnState {
+    Open,
+    /// Writing what is left, then shutdown(Write), then draining input until EOF or `until_ns`.
+    Closing { until_ns: u64, shut: bool },
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    session: Session,
+    out: Vec<u8>,
+    out_pos: usize,
+    deadline: Option<u64>,
+    state: ConnState,
+    key: Option<KeyId>,
+}
+
+impl Conn {
+    fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}
+
+/// Shutdown handle of a running loop: sets the flag and wakes the loop.
+#[derive(Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the loop to stop (drain and close every session).
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+/// The order-entry event loop. Single-threaded (the hub and sessions are `Rc`).
+pub struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    hub: Hub,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    key_conn: HashMap<KeyId, usize>,
+    producer: CommandProducer,
+    consumer: EventConsumer,
+    feed: Vec<FeedSender>,
+    rejlog: Rc<RefCell<RejectLog>>,
+    limits: NetLimits,
+    ip_window: (u64, HashMap<IpAddr, u32>),
+    last_sent: Seq,
+    last_done: Seq,
+    fx: Effects,
+    scratch: Vec<u8>,
+    evbuf: Vec<Event>,
+    keys: Vec<KeyId>,
+    dirty: Vec<usize>,
+    read_more: Vec<usize>,
+    stats: LoopStats,
+    verbose: bool,
+}
+
+impl EventLoop {
+    /// A loop serving `listener` with sessions on `hub`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        listener: TcpListener,
+        hub: Hub,
+        producer: CommandProducer,
+        consumer: EventConsumer,
+        feed: Vec<FeedSender>,
+        rejlog: Rc<RefCell<RejectLog>>,
+        limits: NetLimits,
+        last_cmd_seq: Seq,
+    ) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let mut listener = listener;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let local_addr = listener.local_addr()?;
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            hub,
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            key_conn: HashMap::new(),
+            producer,
+            consumer,
+            feed,
+            rejlog,
+            scratch: vec![0u8; limits.read_budget.clamp(4096, 64 << 10)],
+            limits,
+            ip_window: (0, HashMap::new()),
+            last_sent: last_cmd_seq,
+            last_done: last_cmd_seq,
+            fx: Effects::new(),
+            evbuf: Vec::with_capacity(EVENTS_PER_POLL),
+            keys: Vec::new(),
+            dirty: Vec::new(),
+            read_more: Vec::new(),
+            stats: LoopStats::default(),
+            verbose: std::env::var_os("TICKWIRE_VERBOSE").is_some(),
+        })
+    }
+
+    /// The listening address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops the loop from another thread (or a signal watcher).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle { flag: self.stop.clone(), waker: self.waker.clone() }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> LoopStats {
+        self.stats
+    }
+
+    fn in_flight(&self) -> bool {
+        self.last_done < self.last_sent
+    }
+
+    /// Runs until stopped, then drains: every session is ended with Logout `server_shutdown`
+    /// (cancel-on-disconnect applies), the resulting commands are applied and their reports
+    /// stored, output is flushed (up to a second), and the connections are closed.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.load(Ordering::Acquire) {
+            let now = now_ns();
+            let busy = self.in_flight() || !self.read_more.is_empty();
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline().map(|d| Duration::from_nanos(d.saturating_sub(now)))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let mut worked = !events.is_empty();
+            let now = now_ns();
+            let retry = std::mem::take(&mut self.read_more);
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_all(now),
+                    WAKER => {}
+                    Token(t) => {
+                        let idx = t - FIRST_CONN;
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(idx, now);
+                        }
+                        if ev.is_writable() {
+                            self.mark_dirty(idx);
+                        }
+                    }
+                }
+            }
+            for idx in retry {
+                self.on_readable(idx, now);
+            }
+            worked |= self.pump_events(now) > 0;
+            self.run_timers(now);
+            self.flush_dirty(now);
+            if !worked && self.in_flight() {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        self.drain();
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        let mut d: Option<u64> = None;
+        for c in self.conns.iter().flatten() {
+            let cd = match c.state {
+                ConnState::Open => c.deadline,
+                ConnState::Closing { until_ns, .. } => Some(until_ns),
+            };
+            if let Some(cd) = cd {
+                d = Some(d.map_or(cd, |x: u64| x.min(cd)));
+            }
+        }
+        d
+    }
+
+    fn ip_allowed(&mut self, ip: IpAddr, now: u64) -> bool {
+        let sec = now / 1_000_000_000;
+        if self.ip_window.0 != sec {
+            self.ip_window = (sec, HashMap::new());
+        }
+        let n = self.ip_window.1.entry(ip).or_insert(0);
+        *n = n.saturating_add(1);
+        *n <= self.limits.max_conn_per_ip_per_sec
+    }
+
+    fn accept_all(&mut self, now: u64) {
+        loop {
+            let Some(l) = self.listener.as_ref() else { return };
+            match l.accept() {
+                Ok((stream, peer)) => {
+                    if !self.ip_allowed(peer.ip(), now) {
+                        self.stats.refused_rate += 1;
+                        if self.verbose {
+                            log(&format!("{peer}: over {} connections/s, closed", self.limits.max_conn_per_ip_per_sec));
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    if self.open >= self.limits.max_connections {
+                        self.stats.refused_full += 1;
+                        drop(stream);
+                        continue;
+                    }
+                    self.add_conn(stream, peer, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next readiness.
+                    log(&format!("accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: u64) {
+        let _ = stream.set_nodelay(true);
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, Token(idx + FIRST_CONN), Interest::READABLE | Interest::WRITABLE)
+        {
+            log(&format!("{peer}: register: {e}"));
+            self.free.push(idx);
+            return;
+        }
+        let session = Session::new(self.hub.clone(), now);
+        self.conns[idx] = Some(Conn {
+            stream,
+            peer,
+            session,
+            out: Vec::new(),
+            out_pos: 0,
+            deadline: None,
+            state: ConnState::Open,
+            key: None,
+        });
+        self.open += 1;
+        self.stats.accepted += 1;
+        self.refresh(idx, now);
+    }
+
+    /// Calls `poll_timeout` (timers, pending replay) and applies its effects.
+    fn refresh(&mut self, idx: usize, now: u64) {
+        let mut fx = std::mem::take(&mut self.fx);
+        let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) else {
+            self.fx = fx;
+            return;
+        };
+        if c.state != ConnState::Open {
+            self.fx = fx;
+            return;
+        }
+        c.deadline = c.session.poll_timeout(now, &mut fx);
+        self.apply(idx, &mut fx, now);
+        self.fx = fx;
+    }
+
+    /// Acts on a session's effects: submit commands, queue output, begin a close.
+    fn apply(&mut self, idx: usize, fx: &mut Effects, now: u64) {
+        for c in fx.commands.drain(..) {
+            self.last_sent = self.producer.send(c);
+            self.stats.commands += 1;
+        }
+        let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) else {
+            fx.clear();
+            return;
+        };
+        match c.session.state() {
+            SessionState::Active(k) if c.key.is_none() => {
+                c.key = Some(k);
+                self.key_conn.insert(k, idx);
+            }
+            _ => {}
+        }
+        let mut slow = false;
+        if !fx.out.is_empty() {
+            if c.pending_out() + fx.out.len() > self.limits.max_outbound_bytes {
+                slow = true;
+            } else {
+                c.out.extend_from_slice(&fx.out);
+                if !self.dirty.contains(&idx) {
+                    self.dirty.push(idx);
+                }
+            }
+        }
+        let close = fx.close.take();
+        fx.clear();
+        if slow {
+            self.stats.slow_disconnects += 1;
+            log(&format!(
+                "{}: slow consumer ({} bytes unsent, limit {}): disconnected",
+                c.peer,
+                c.pending_out(),
+                self.limits.max_outbound_bytes
+            ));
+            // Cancel-on-disconnect applies; nothing more can be delivered.
+            c.session.handle_disconnect(now, fx);
+            let cmds: Vec<_> = fx.commands.drain(..).collect();
+            fx.clear();
+            for cmd in cmds {
+                self.last_sent = self.producer.send(cmd);
+                self.stats.commands += 1;
+            }
+            self.remove(idx);
+            return;
+        }
+        if let Some(reason) = close {
+            if self.verbose {
+                log(&format!("{}: session closed ({})", c.peer, reason.name()));
+            }
+            self.forget_key(idx);
+            if let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) {
+                c.state = ConnState::Closing { until_ns: now.saturating_add(LINGER_NS), shut: false };
+                c.deadline = None;
+            }
+            self.mark_dirty(idx);
+        }
+    }
+
+    fn forget_key(&mut self, idx: usize) {
+        if let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) {
+            if let Some(k) = c.key.take() {
+                if self.key_conn.get(&k) == Some(&idx) {
+                    self.key_conn.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, idx: usize) {
+        if !self.dirty.contains(&idx) {
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Drops a connection (its session must be closed already, or it is ended as transport
+    /// closed first).
+    fn remove(&mut self, idx: usize) {
+        self.forget_key(idx);
+        let Some(mut c) = self.conns.get_mut(idx).and_then(|c| c.take()) else { return };
+        if !c.session.is_closed() {
+            let mut fx = Effects::new();
+            c.session.handle_disconnect(now_ns(), &mut fx);
+            for cmd in fx.commands.drain(..) {
+                self.last_sent = self.producer.send(cmd);
+                self.stats.commands += 1;
+            }
+        }
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        self.open -= 1;
+        self.free.push(idx);
+    }
+
+    fn on_readable(&mut self, idx: usize, now: u64) {
+        let mut budget = self.limits.read_budget;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) {
+            if budget == 0 {
+                self.read_more.push(idx);
+                break;
+            }
+            let n = budget.min(scratch.len());
+            match c.stream.read(&mut scratch[..n]) {
+                Ok(0) => {
+                    // EOF.
+                    if c.state == ConnState::Open {
+                        let mut fx = std::mem::take(&mut self.fx);
+                        c.session.handle_disconnect(now, &mut fx);
+                        fx.out.clear();
+                        self.apply(idx, &mut fx, now);
+                        self.fx = fx;
+                    }
+                    self.remove(idx);
+                    break;
+                }
+                Ok(n) => {
+                    budget -= n;
+                    if c.state != ConnState::Open {
+                        continue; // closing: input is dropped
+                    }
+                    let mut fx = std::mem::take(&mut self.fx);
+                    c.session.handle_bytes(&scratch[..n], now, &mut fx);
+                    c.deadline = c.session.poll_timeout(now, &mut fx);
+                    self.apply(idx, &mut fx, now);
+                    self.fx = fx;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    if c.state == ConnState::Open {
+                        let mut fx = std::mem::take(&mut self.fx);
+                        c.session.handle_disconnect(now, &mut fx);
+                        fx.out.clear();
+                        self.apply(idx, &mut fx, now);
+                        self.fx = fx;
+                    }
+                    self.remove(idx);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Hands available (durable) engine events to the hub, the sessions and the feed.
+    fn pump_events(&mut self, now: u64) -> usize {
+        let mut total = 0;
+        loop {
+            let mut evbuf = std::mem::take(&mut self.evbuf);
+            evbuf.clear();
+            self.consumer.poll(EVENTS_PER_POLL, |e, _| evbuf.push(*e));
+            let n = evbuf.len();
+            if n == 0 {
+                self.evbuf = evbuf;
+                return total;
+            }
+            total += n;
+            self.stats.events += n as u64;
+            for s in &self.feed {
+                s.send(&evbuf);
+            }
+            let mut keys = std::mem::take(&mut self.keys);
+            let mut touched: Vec<usize> = Vec::new();
+            for ev in &evbuf {
+                if ev.is_last_in_command() {
+                    self.last_done = self.last_done.max(ev.cmd_seq);
+                }
+                self.hub.handle_event_keys(ev, &mut keys);
+                for k in &keys {
+                    if let Some(&idx) = self.key_conn.get(k) {
+                        if !touched.contains(&idx) {
+                            touched.push(idx);
+                        }
+                    }
+                }
+            }
+            self.keys = keys;
+            self.evbuf = evbuf;
+            // Flush each concerned session once per batch (poll_timeout flushes its reports).
+            for idx in touched {
+                self.refresh(idx, now);
+            }
+            if n < EVENTS_PER_POLL {
+                return total;
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: u64) {
+        for idx in 0..self.conns.len() {
+            let Some(c) = self.conns[idx].as_mut() else { continue };
+            match c.state {
+                ConnState::Open => {
+                    if c.deadline.is_some_and(|d| d <= now) {
+                        self.refresh(idx, now);
+                    }
+                }
+                ConnState::Closing { until_ns, .. } => {
+                    if until_ns <= now {
+                        self.remove(idx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Syncs the reject log if needed, then writes every connection's pending output.
+    fn flush_dirty(&mut self, now: u64) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        {
+            let mut rl = self.rejlog.borrow_mut();
+            if rl.is_dirty() {
+                rl.sync();
+            }
+            if let Some(e) = rl.error.take() {
+                drop(rl);
+                log(&format!("gateway reject log: {e}"));
+            }
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for idx in dirty {
+            self.flush_conn(idx, now);
+        }
+    }
+
+    fn flush_conn(&mut self, idx: usize, now: u64) {
+        let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) else { return };
+        let mut failed = false;
+        while c.out_pos < c.out.len() {
+            match c.stream.write(&c.out[c.out_pos..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => c.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if c.out_pos == c.out.len() {
+            c.out.clear();
+            c.out_pos = 0;
+            if c.out.capacity() > 64 << 10 {
+                c.out.shrink_to(4096);
+            }
+        }
+        if failed {
+            if c.state == ConnState::Open {
+                let mut fx = std::mem::take(&mut self.fx);
+                c.session.handle_disconnect(now, &mut fx);
+                fx.out.clear();
+                self.apply(idx, &mut fx, now);
+                self.fx = fx;
+            }
+            self.remove(idx);
+            return;
+        }
+        if let ConnState::Closing { until_ns, shut: false } = c.state {
+            if c.pending_out() == 0 {
+                let _ = c.stream.shutdown(Shutdown::Write);
+                c.state = ConnState::Closing { until_ns, shut: true };
+            }
+        }
+    }
+
+    /// Shutdown: stop accepting, end every session, apply the resulting commands, flush.
+    fn drain(&mut self) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let now = now_ns();
+        for idx in 0..self.conns.len() {
+            let Some(c) = self.conns[idx].as_mut() else { continue };
+            if c.state == ConnState::Open {
+                let mut fx = std::mem::take(&mut self.fx);
+                c.session.disconnect(DisconnectReason::ServerShutdown, now, &mut fx);
+                self.apply(idx, &mut fx, now);
+                self.fx = fx;
+            }
+        }
+        // Wait (bounded) for the engine events of every command sent, so their reports are
+        // stored and the journal holds everything acknowledged.
+        let t0 = Instant::now();
+        while self.in_flight() && t0.elapsed() < Duration::from_secs(10) {
+            if self.pump_events(now_ns()) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        if self.in_flight() {
+            log(&format!(
+                "shutdown: commands up to {} sent but events only up to {} arrived",
+                self.last_sent, self.last_done
+            ));
+        }
+        self.flush_dirty(now_ns());
+        // Let the peers read the final frames (bounded).
+        let mut events = Events::with_capacity(256);
+        while self.open > 0 && t0.elapsed() < Duration::from_secs(11) {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+            let now = now_ns();
+            for ev in events.iter() {
+                let Token(t) = ev.token();
+                if t >= FIRST_CONN {
+                    if ev.is_readable() || ev.is_read_closed() {
+                        self.on_readable(t - FIRST_CONN, now);
+                    }
+                    self.mark_dirty(t - FIRST_CONN);
+                }
+            }
+            self.flush_dirty(now);
+            self.run_timers(now);
+        }
+        for idx in 0..self.conns.len() {
+            self.remove(idx);
+        }
+    }
+
+    /// Sequence of the last command sent to the core (and, after `run` returned, applied).
+    pub fn last_sent(&self) -> Seq {
+        self.last_sent
+    }
+}

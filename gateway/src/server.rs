@@ -1,0 +1,228 @@
+//! The whole server in one process: journal recovery, the rebuild of the sessions' report
+//! streams, the core pipeline with the journaler on its inbound ring, the market-data feed, and
+//! the order-entry event loop. See `docs/server.md`.
+//!
+//! [`Server::start`] runs everything on a dedicated thread (the session hub is single-threaded)
+//! and returns once the server listens, with what recovery found ([`StartInfo`]). Stop it with
+//! [`ServerHandle::stop`] and collect the final state with [`ServerHandle::join`].
+
+use crate::config::ServerConfig;
+use crate::net::{bind_listener, EventLoop, LoopStats, StopHandle};
+use crate::replay_journal::{rebuild, JournalReplayStore, RebuildStats, RejectLog};
+use crate::session::Hub;
+use std::cell::RefCell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use tickwire_core::pipeline::{Pipeline, PipelineConfig};
+use tickwire_core::Seq;
+use tickwire_feed::{Feed, FeedConfig, HubConfig, ShardConfig};
+use tickwire_journal::{Durability, JournalConfig, JournalWriter, Journaler, RecoverOptions};
+
+/// What the server found and opened at start.
+#[derive(Clone, Debug)]
+pub struct StartInfo {
+    /// Order-entry address.
+    pub order_entry: SocketAddr,
+    /// Market-data (WebSocket) address, if the feed runs.
+    pub feed: Option<SocketAddr>,
+    /// Commands recovered from the journal.
+    pub recovered_commands: u64,
+    /// Last command sequence recovered (0: empty journal).
+    pub last_cmd_seq: Seq,
+    /// Engine state hash after recovery.
+    pub recovered_hash: u64,
+    /// Bytes of a torn journal tail cut by recovery.
+    pub truncated_bytes: u64,
+    /// The rebuild of the report streams.
+    pub rebuild: RebuildStats,
+    /// Journal durability.
+    pub durability: Durability,
+}
+
+/// What the server leaves behind after a clean stop.
+#[derive(Clone, Debug)]
+pub struct FinalReport {
+    /// Engine state hash after the last command.
+    pub state_hash: u64,
+    /// Last command sequence applied (and journaled).
+    pub last_cmd_seq: Seq,
+    /// Journal durable sequence at close.
+    pub durable_seq: Seq,
+    /// Event-loop counters.
+    pub stats: LoopStats,
+}
+
+/// A failure to start or to stop cleanly.
+#[derive(Debug)]
+pub struct ServerError(pub String);
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+fn err<E: fmt::Display>(what: &str) -> impl FnOnce(E) -> ServerError + '_ {
+    move |e| ServerError(format!("{what}: {e}"))
+}
+
+/// A running server.
+pub struct ServerHandle {
+    /// What recovery found.
+    pub info: StartInfo,
+    stop: StopHandle,
+    thread: JoinHandle<Result<FinalReport, ServerError>>,
+}
+
+impl ServerHandle {
+    /// Asks the server to stop: no new connections, every session ended (Logout
+    /// `server_shutdown`), commands drained, journal closed.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// A stop handle usable from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Waits for the server thread (after [`ServerHandle::stop`], or a fatal error).
+    pub fn join(self) -> Result<FinalReport, ServerError> {
+        self.thread.join().map_err(|_| ServerError("server thread panicked".into()))?
+    }
+
+    /// Whether the server thread has ended (a fatal error, or after a stop).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+}
+
+/// Entry point.
+pub struct Server;
+
+impl Server {
+    /// Recovers, starts every part, and returns once the order-entry port listens.
+    pub fn start(cfg: ServerConfig) -> Result<ServerHandle, ServerError> {
+        let (tx, rx) = mpsc::channel::<Result<(StartInfo, StopHandle), ServerError>>();
+        let thread = std::thread::Builder::new()
+            .name("tw-gateway".into())
+            .spawn(move || run(cfg, tx))
+            .map_err(err("cannot start the gateway thread"))?;
+        match rx.recv() {
+            Ok(Ok((info, stop))) => Ok(ServerHandle { info, stop, thread }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(ServerError("the gateway thread ended during start".into())),
+            },
+        }
+    }
+}
+
+type Ready = mpsc::Sender<Result<(StartInfo, StopHandle), ServerError>>;
+
+fn run(cfg: ServerConfig, ready: Ready) -> Result<FinalReport, ServerError> {
+    match start_parts(&cfg) {
+        Err(e) => {
+            let _ = ready.send(Err(ServerError(e.0.clone())));
+            Err(e)
+        }
+        Ok(parts) => serve(parts, ready),
+    }
+}
+
+struct Parts {
+    info: StartInfo,
+    lp: EventLoop,
+    journaler: Journaler,
+    pipeline: Pipeline,
+    feed: Option<Feed>,
+    log: Rc<RefCell<RejectLog>>,
+}
+
+fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(err(&format!("data directory {}", cfg.data_dir.display())))?;
+    let jcfg = JournalConfig {
+        durability: cfg.durability,
+        segment_bytes: cfg.segment_bytes,
+        ..JournalConfig::new(cfg.journal_dir())
+    };
+    let (writer, rec) = JournalWriter::open_dir(jcfg, RecoverOptions::default()).map_err(err("journal recovery"))?;
+    let (log, entries) = RejectLog::open(&cfg.reject_log_path(), cfg.durability != Durability::None)
+        .map_err(err(&format!("{}", cfg.reject_log_path().display())))?;
+    let log = Rc::new(RefCell::new(log));
+    let store = JournalReplayStore::new(cfg.replay_per_key, log.clone());
+    let hub = Hub::new(cfg.session.clone(), Box::new(store)).map_err(err("sessions"))?;
+    let (engine, rb) = rebuild(&rec, &cfg.engine, &hub, &entries).map_err(err("journal replay"))?;
+    if rb.mismatches > 0 {
+        eprintln!(
+            "tickwire: WARNING: {} gateway rejects got another session sequence than before the restart \
+             (keys or accounts changed?); clients may see sequence resets",
+            rb.mismatches
+        );
+    }
+    log.borrow_mut().enable();
+    let recovered_hash = engine.state_hash();
+    let last_cmd_seq = engine.last_cmd_seq();
+    let listener = bind_listener(cfg.listen, cfg.net.backlog).map_err(err(&format!("order entry {}", cfg.listen)))?;
+    let feed = match &cfg.feed {
+        None => None,
+        Some(f) => {
+            let ids = cfg.engine.instruments.iter().map(|i| i.id).collect();
+            let fc = FeedConfig { listen: f.listen, shards: f.shards, shard: ShardConfig::new(HubConfig::new(ids)) };
+            Some(
+                Feed::spawn_seeded(fc, tickwire_feed::seed_from_engine(&engine))
+                    .map_err(err(&format!("market-data feed {}", f.listen)))?,
+            )
+        }
+    };
+    let mut pcfg = PipelineConfig::new(cfg.engine.clone());
+    pcfg.inbound_side_consumers = 1;
+    let (mut pipeline, mut consumers) = Pipeline::start_with_engine(engine, pcfg, 1).map_err(err("pipeline"))?;
+    let side = pipeline.take_inbound_side_consumers().pop().ok_or_else(|| ServerError("pipeline: no journal hook".into()))?;
+    let journaler = Journaler::spawn(writer, side).map_err(err("journaler"))?;
+    let mut consumer = consumers.pop().ok_or_else(|| ServerError("pipeline: no event consumer".into()))?;
+    consumer.set_durable(journaler.durable().sequence());
+    let senders = feed.as_ref().map(|f| f.senders().to_vec()).unwrap_or_default();
+    let lp = EventLoop::new(listener, hub, pipeline.producer(), consumer, senders, log.clone(), cfg.net.clone(), last_cmd_seq)
+        .map_err(err("event loop"))?;
+    let info = StartInfo {
+        order_entry: lp.local_addr(),
+        feed: feed.as_ref().map(|f| f.local_addr()),
+        recovered_commands: rec.len(),
+        last_cmd_seq,
+        recovered_hash,
+        truncated_bytes: rec.truncated_bytes,
+        rebuild: rb,
+        durability: cfg.durability,
+    };
+    Ok(Parts { info, lp, journaler, pipeline, feed, log })
+}
+
+fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
+    let Parts { info, mut lp, journaler, pipeline, feed, log } = parts;
+    let _ = ready.send(Ok((info, lp.stop_handle())));
+    let run = lp.run();
+    let stats = lp.stats();
+    drop(lp);
+    journaler.stop();
+    let jst = journaler.join();
+    let engine = pipeline.shutdown();
+    if let Some(f) = feed {
+        if let Err(e) = f.shutdown() {
+            eprintln!("tickwire: feed: {e}");
+        }
+    }
+    log.borrow_mut().sync();
+    run.map_err(err("event loop"))?;
+    let jst = jst.map_err(err("journal"))?;
+    Ok(FinalReport { state_hash: engine.state_hash(), last_cmd_seq: engine.last_cmd_seq(), durable_seq: jst.durable_seq, stats })
+}
