@@ -11,8 +11,49 @@
 //! - [`recover`]: validates a journal directory, cuts a torn tail, refuses a damaged middle, and
 //!   returns a [`Recovered`] that streams the surviving commands.
 //!
+//! - [`recover_engine`]: the server's start: newest snapshot that verifies + the journal after it.
+//! - [`Snapshotter`]: a shadow engine that follows the journal and writes verified snapshots
+//!   (periodic, on request), then applies retention; [`snapshot`] is the file format.
+//!
 //! The format, the durability modes and the recovery procedure are documented in
 //! `docs/journal.md`.
+//!
+//! # Server API (start, admin snapshot, stop)
+//!
+//! ```no_run
+//! # use tickwire_core::{EngineConfig, pipeline::{Pipeline, PipelineConfig}};
+//! # use tickwire_journal::*;
+//! # use std::time::Duration;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (dir, ecfg) = (std::path::PathBuf::from("/var/lib/tickwire/journal"), EngineConfig::single_default());
+//! // 1. Recover: newest verified snapshot + journal replay (torn tail cut, damage refused).
+//! let (engine, mut report) = recover_engine(&dir, &ecfg, RecoverOptions::default())?;
+//! let writer = JournalWriter::open(JournalConfig::new(&dir), &mut report.journal)?; // at report.next_seq()
+//! // 2. The snapshotter's shadow engine: a copy of the recovered state, made before the engine
+//! //    moves into the pipeline. It follows the journal files up to the durable sequence.
+//! let shadow = copy_engine(&engine, &ecfg)?;
+//! let mut pcfg = PipelineConfig::new(ecfg.clone());
+//! pcfg.inbound_side_consumers = 1;
+//! let (mut pipeline, consumers) = Pipeline::start_with_engine(engine, pcfg, 1)?;
+//! let journaler = Journaler::spawn(writer, pipeline.take_inbound_side_consumers().pop().unwrap())?;
+//! let snap_cfg = SnapshotConfig { every_commands: 5_000_000, keep: 2, ..SnapshotConfig::new(&dir, ecfg.clone()) };
+//! let snapshotter = Snapshotter::spawn(snap_cfg, shadow, journaler.durable())?;
+//! // 3. Admin command "snapshot": non-blocking request; poll or wait for the result.
+//! let ticket = snapshotter.request();
+//! let info = ticket.wait(Duration::from_secs(60))?; // or ticket.try_get() from an event loop
+//! println!("{} at sequence {}", info.path.display(), info.last_cmd_seq);
+//! // 4. Stop: pipeline, then journaler, then snapshotter (takes a last snapshot if `on_stop`).
+//! pipeline.shutdown();
+//! journaler.stop();
+//! journaler.join()?;
+//! snapshotter.stop();
+//! snapshotter.join()?;
+//! # drop(consumers); Ok(()) }
+//! ```
+//!
+//! Snapshot files live in the journal directory (`snapshot-<seq>.tws`). Retention (keep N
+//! snapshots; delete or archive segments they made unnecessary) is in [`SnapshotConfig`];
+//! segments are kept by default.
 
 use std::fmt;
 use std::io;
@@ -22,11 +63,19 @@ pub mod format;
 mod journaler;
 mod lock;
 mod reader;
+mod recovery;
+pub mod snapshot;
+mod snapshotter;
 mod writer;
 
 pub use format::DecodeError;
 pub use journaler::{ChannelSource, CommandSource, DurableSeq, Journaler, JournalerStats, SourcePoll};
 pub use reader::{list_segments, recover, Recovered, RecordIter, RecoverOptions, SegmentInfo};
+pub use recovery::{recover_engine, RecoveryReport};
+pub use snapshot::{SnapshotError, SnapshotInfo};
+pub use snapshotter::{
+    apply_retention, copy_engine, JournalTail, SegmentRetention, SnapshotConfig, SnapshotTicket, Snapshotter, SnapshotterStats,
+};
 pub use writer::{Durability, JournalConfig, JournalWriter, WriterStats};
 
 use tickwire_core::Seq;
