@@ -52,17 +52,25 @@ pub fn mode() -> Mode {
     }
 }
 
-/// Wait strategy of the engine thread (and of a producer waiting on a full ring): spin, then
-/// yield — on a quiet machine this is a busy spin, on a shared one it lets others run.
-pub const WAIT: WaitStrategyKind = WaitStrategyKind::Yielding { spins: 1000 };
+/// Wait strategy of the engine thread (and of a producer waiting on a full ring): busy spin, as
+/// a pinned production engine on its own core runs. A yielding or parking engine gives its CPU
+/// away whenever it runs dry, which on a loaded machine costs a whole scheduler time slice
+/// (milliseconds) per idle gap. `TICKWIRE_BENCH_WAIT=busy-spin|yielding|backoff` overrides it.
+pub fn wait() -> WaitStrategyKind {
+    std::env::var("TICKWIRE_BENCH_WAIT")
+        .ok()
+        .and_then(|v| WaitStrategyKind::parse(&v))
+        .unwrap_or(WaitStrategyKind::BusySpin)
+}
 
 /// Description of the set-up, for the report.
 pub fn describe() -> String {
     format!(
-        "pipeline: mode {} ({} cpus), engine pinned to cpu {}, wait yielding(1000 spins), inbound 2^16, outbound 2^18, batch 256",
+        "pipeline: mode {} ({} cpus), engine pinned to cpu {}, wait {}, inbound 2^16, outbound 2^18, batch 256",
         mode().name(),
         cpus(),
-        cpus() - 1
+        cpus() - 1,
+        wait().name()
     )
 }
 
@@ -75,7 +83,7 @@ fn start(w: &Workload) -> Result<(Pipeline, EventConsumer, Seq), String> {
     let first = engine.last_cmd_seq() + 1;
     let mut cfg = PipelineConfig::new(engine_config());
     cfg.engine_cpu = Some(cpus() - 1);
-    cfg.wait = WAIT;
+    cfg.wait = wait();
     let (p, mut consumers) = Pipeline::start_with_engine(engine, cfg, 1).map_err(|e| e.to_string())?;
     Ok((p, consumers.pop().expect("one consumer asked for"), first))
 }
