@@ -16,8 +16,10 @@
 //!   `tungstenite::handshake::derive_accept_key`; client frames parsed here — tungstenite's
 //!   reader zero-fills a buffer on every read, which costs memory and time per connection).
 //! - **OS code behind one trait** (`sys::Backend`: wait / accept / read / writev / close /
-//!   notifier), implemented by `sys/epoll.rs` with mio (edge-triggered). An io_uring backend
-//!   (`sys/uring.rs`) is the next part.
+//!   notifier), implemented by `sys/epoll.rs` with mio (edge-triggered) and by `sys/uring.rs`
+//!   with io_uring (multishot accept and receive into a provided-buffer ring, one send per
+//!   connection per wake-up, one submission per loop iteration); [`sys::BackendKind`] picks one
+//!   (`ShardConfig::backend`, `tickwire-feed --backend`).
 //! - **Encode once.** A server frame is unmasked, so its bytes are the same for every subscriber:
 //!   each message is encoded once, WebSocket header included, into a refcounted `bytes::Bytes`
 //!   that every subscriber's queue and the replay window share. Snapshots are cached per
@@ -55,6 +57,7 @@ pub mod ws;
 pub use hub::{ConnId, Hub, HubConfig, HubStats, SlowPolicy};
 pub use shard::{FeedShard, ShardConfig};
 pub use source::{channel, ChannelSource, EventSource, FeedSender, ShmSource};
+pub use sys::BackendKind;
 
 use std::io;
 use std::net::SocketAddr;
@@ -79,6 +82,12 @@ impl FeedConfig {
     /// One shard on `listen` serving `instruments` with default limits.
     pub fn new(listen: SocketAddr, instruments: Vec<tickwire_core::InstrumentId>) -> FeedConfig {
         FeedConfig { listen, shards: 1, shard: ShardConfig::new(HubConfig::new(instruments)) }
+    }
+
+    /// The same, on another OS backend (sets `shard.backend`).
+    pub fn with_backend(mut self, backend: BackendKind) -> FeedConfig {
+        self.shard.backend = backend;
+        self
     }
 }
 

@@ -2,8 +2,7 @@
 
 use crate::hub::{ConnId, Flush, Hub, HubConfig, HubStats};
 use crate::source::EventSource;
-use crate::sys::epoll::Epoll;
-use crate::sys::{Backend, Notifier, Ready};
+use crate::sys::{AnyBackend, Backend, BackendKind, Notifier, Ready};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,19 +27,21 @@ pub struct ShardConfig {
     /// SO_SNDBUF for accepted sockets (bounds the kernel's memory per subscriber; `None`: the
     /// system default, autotuned).
     pub sndbuf: Option<usize>,
+    /// OS interface (epoll or io_uring).
+    pub backend: BackendKind,
 }
 
 impl ShardConfig {
     /// Defaults: 1 s tick with heartbeats.
     pub fn new(hub: HubConfig) -> ShardConfig {
-        ShardConfig { hub, tick: Duration::from_secs(1), heartbeats: true, sndbuf: None }
+        ShardConfig { hub, tick: Duration::from_secs(1), heartbeats: true, sndbuf: None, backend: BackendKind::Epoll }
     }
 }
 
 /// One shard: call [`FeedShard::run`] on its own thread (or process).
 pub struct FeedShard<S: EventSource> {
     hub: Hub,
-    backend: Epoll,
+    backend: AnyBackend,
     source: S,
     cfg: ShardConfig,
     local: SocketAddr,
@@ -55,7 +56,7 @@ impl<S: EventSource> FeedShard<S> {
     /// A shard on `listener` (see [`crate::sys::bind_reuseport`]) reading `source`.
     pub fn new(listener: std::net::TcpListener, mut source: S, cfg: ShardConfig) -> io::Result<FeedShard<S>> {
         let local = listener.local_addr()?;
-        let backend = Epoll::new(listener, cfg.sndbuf)?;
+        let backend = AnyBackend::new(cfg.backend, listener, cfg.sndbuf)?;
         source.set_notifier(backend.notifier());
         Ok(FeedShard {
             hub: Hub::new(cfg.hub.clone()),
@@ -74,6 +75,11 @@ impl<S: EventSource> FeedShard<S> {
     /// The listening address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The OS interface this shard runs on.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.cfg.backend
     }
 
     /// The hub (e.g. to seed books before running).

@@ -1,4 +1,5 @@
-//! End-to-end over loopback sockets: real shards (epoll backend), tungstenite clients.
+//! End-to-end over loopback sockets: real shards, tungstenite clients. Every test runs on each
+//! backend (epoll, io_uring); io_uring is skipped, with the reason, where the kernel refuses it.
 
 mod common;
 
@@ -8,10 +9,20 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tickwire_core::engine::Level;
 use tickwire_core::{Command, CommandKind, Engine, EngineConfig, Event, InstrumentConfig, Side};
-use tickwire_feed::{Feed, FeedConfig, SlowPolicy};
+use tickwire_feed::{BackendKind, Feed, FeedConfig, SlowPolicy};
 use tickwire_protocol::md::sync::InstrumentSync;
 use tickwire_protocol::md::{ClientMsg, ServerMsg};
 use tungstenite::{Message, WebSocket};
+
+/// Runs `body` on every backend this machine can run (say which is skipped and why).
+fn on_each_backend(name: &str, body: fn(BackendKind)) {
+    for kind in BackendKind::ALL {
+        match kind.available() {
+            Ok(()) => body(kind),
+            Err(why) => eprintln!("{name}: SKIPPED on backend {kind}: {why}"),
+        }
+    }
+}
 
 fn engine() -> Engine {
     let cfg = EngineConfig {
@@ -122,7 +133,11 @@ fn assert_book(eng: &Engine, s: &InstrumentSync, inst: u32) {
 
 #[test]
 fn two_shards_many_clients_end_to_end() {
-    let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1, 2]);
+    on_each_backend("two_shards_many_clients_end_to_end", two_shards_many_clients_end_to_end_on);
+}
+
+fn two_shards_many_clients_end_to_end_on(backend: BackendKind) {
+    let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1, 2]).with_backend(backend);
     cfg.shards = 2;
     cfg.shard.tick = Duration::from_millis(50);
     let feed = Feed::spawn(cfg).unwrap();
@@ -167,8 +182,12 @@ fn two_shards_many_clients_end_to_end() {
 /// on the same shard still gets every message in order.
 #[test]
 fn stalled_subscriber_does_not_hold_back_others() {
+    on_each_backend("stalled_subscriber_does_not_hold_back_others", stalled_subscriber_does_not_hold_back_others_on);
+}
+
+fn stalled_subscriber_does_not_hold_back_others_on(backend: BackendKind) {
     for policy in [SlowPolicy::Conflate, SlowPolicy::Disconnect] {
-        let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1, 2]);
+        let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1, 2]).with_backend(backend);
         cfg.shard.tick = Duration::from_millis(50);
         cfg.shard.sndbuf = Some(4096);
         cfg.shard.hub.budget_bytes = 256 * 1024;
@@ -212,7 +231,11 @@ fn stalled_subscriber_does_not_hold_back_others() {
 /// Abrupt closes, half handshakes, garbage: the shard carries on.
 #[test]
 fn abrupt_and_garbage_connections() {
-    let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1, 2]);
+    on_each_backend("abrupt_and_garbage_connections", abrupt_and_garbage_connections_on);
+}
+
+fn abrupt_and_garbage_connections_on(backend: BackendKind) {
+    let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1, 2]).with_backend(backend);
     cfg.shard.tick = Duration::from_millis(50);
     let feed = Feed::spawn(cfg).unwrap();
     let addr = feed.local_addr();

@@ -44,6 +44,9 @@ struct Args {
     /// Polling interval of the shm ring (microseconds).
     #[arg(long, default_value_t = 200)]
     poll_us: u64,
+    /// OS backend: epoll or uring (io_uring, Linux ≥ 6.0).
+    #[arg(long, default_value = "epoll")]
+    backend: tickwire_feed::BackendKind,
     /// Stop after this many seconds (0: run until killed).
     #[arg(long, default_value_t = 0)]
     duration: u64,
@@ -66,7 +69,9 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         "disconnect" => SlowPolicy::Disconnect,
         s => return Err(format!("--slow {s}: expected conflate or disconnect").into()),
     };
-    let cfg = ShardConfig::new(hub);
+    let mut cfg = ShardConfig::new(hub);
+    cfg.backend = a.backend;
+    a.backend.available().map_err(|e| format!("--backend {}: {e}", a.backend))?;
     let listener = tickwire_feed::sys::bind_reuseport(a.listen, 1024)?;
     let stop = Arc::new(AtomicBool::new(false));
     if a.duration > 0 {
@@ -82,14 +87,14 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             let src = ShmSource::open(path, Duration::from_micros(a.poll_us))?;
             eprintln!("tickwire-feed: ring {} from engine seq {}", path.display(), src.next_seq());
             let mut shard = FeedShard::new(listener, src, cfg)?;
-            eprintln!("tickwire-feed: listening on {}", shard.local_addr());
+            eprintln!("tickwire-feed: listening on {} (backend {})", shard.local_addr(), shard.backend_kind());
             shard.run(&stop)?;
             eprintln!("tickwire-feed: {:?}", shard.stats_handle().lock().map(|s| *s).unwrap_or_default());
         }
         (None, true) => {
             let (tx, rx) = tickwire_feed::channel();
             let mut shard = FeedShard::new(listener, rx, cfg)?;
-            eprintln!("tickwire-feed: listening on {} (demo engine)", shard.local_addr());
+            eprintln!("tickwire-feed: listening on {} (demo engine, backend {})", shard.local_addr(), shard.backend_kind());
             let ids = a.instruments.clone();
             let rate = a.demo_rate.max(1);
             let stop2 = stop.clone();

@@ -1,5 +1,5 @@
-//! The OS side of a shard, behind one small trait so the epoll backend (mio, `epoll.rs`) can be
-//! joined by an io_uring one (`uring.rs`, later) without touching the hub or the shard loop.
+//! The OS side of a shard, behind one small trait: the epoll backend (mio, `epoll.rs`) and the
+//! io_uring one (`uring.rs`, Linux), chosen per shard with [`BackendKind`].
 //!
 //! The model is readiness: `wait` reports listener / connection readiness; the shard then reads
 //! (into its one shared scratch buffer), and writes each connection's queue with one vectored
@@ -7,12 +7,116 @@
 //! provided-buffer reads copied into the scratch).
 
 pub(crate) mod epoll;
+#[cfg(target_os = "linux")]
+pub(crate) mod uring;
 
 use crate::hub::ConnId;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Which OS interface a shard uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    /// epoll through mio (edge-triggered readiness, `writev`).
+    #[default]
+    Epoll,
+    /// io_uring: multishot accept, multishot receive into a provided-buffer ring, batched sends.
+    Uring,
+}
+
+impl BackendKind {
+    /// Both kinds, for tests and benchmarks.
+    pub const ALL: [BackendKind; 2] = [BackendKind::Epoll, BackendKind::Uring];
+
+    /// `"epoll"` or `"uring"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Epoll => "epoll",
+            BackendKind::Uring => "uring",
+        }
+    }
+
+    /// Whether this process can run the backend here; `Err` says why not (io_uring refused by
+    /// the kernel or a sandbox, kernel too old, not Linux).
+    pub fn available(self) -> Result<(), String> {
+        match self {
+            BackendKind::Epoll => Ok(()),
+            #[cfg(target_os = "linux")]
+            BackendKind::Uring => uring::probe(),
+            #[cfg(not(target_os = "linux"))]
+            BackendKind::Uring => Err("io_uring is Linux only".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BackendKind, String> {
+        match s {
+            "epoll" => Ok(BackendKind::Epoll),
+            "uring" | "io_uring" | "io-uring" => Ok(BackendKind::Uring),
+            _ => Err(format!("unknown backend {s:?} (expected epoll or uring)")),
+        }
+    }
+}
+
+/// The backend a shard runs (static dispatch over the kinds).
+pub(crate) enum AnyBackend {
+    Epoll(epoll::Epoll),
+    #[cfg(target_os = "linux")]
+    Uring(Box<uring::Uring>),
+}
+
+impl AnyBackend {
+    pub(crate) fn new(kind: BackendKind, listener: std::net::TcpListener, sndbuf: Option<usize>) -> io::Result<AnyBackend> {
+        match kind {
+            BackendKind::Epoll => Ok(AnyBackend::Epoll(epoll::Epoll::new(listener, sndbuf)?)),
+            #[cfg(target_os = "linux")]
+            BackendKind::Uring => Ok(AnyBackend::Uring(Box::new(uring::Uring::new(listener, sndbuf)?))),
+            #[cfg(not(target_os = "linux"))]
+            BackendKind::Uring => Err(io::Error::other("io_uring is Linux only")),
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            AnyBackend::Epoll($b) => $e,
+            #[cfg(target_os = "linux")]
+            AnyBackend::Uring($b) => $e,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Ready>) -> io::Result<()> {
+        dispatch!(self, b => b.wait(timeout, out))
+    }
+    fn accept(&mut self, alloc: &mut dyn FnMut() -> ConnId) -> io::Result<Option<ConnId>> {
+        dispatch!(self, b => b.accept(alloc))
+    }
+    fn read(&mut self, id: ConnId, buf: &mut [u8]) -> io::Result<usize> {
+        dispatch!(self, b => b.read(id, buf))
+    }
+    fn writev(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        dispatch!(self, b => b.writev(id, bufs))
+    }
+    fn close(&mut self, id: ConnId) {
+        dispatch!(self, b => b.close(id))
+    }
+    fn notifier(&self) -> Notifier {
+        dispatch!(self, b => b.notifier())
+    }
+}
 
 /// Wakes a shard from another thread.
 #[derive(Clone)]
