@@ -33,6 +33,11 @@ pub struct NetLimits {
     pub read_budget: usize,
     /// Listen backlog.
     pub backlog: i32,
+    /// A client with unsent output that reads nothing for this long is disconnected as a slow
+    /// consumer.
+    pub slow_consumer_ms: u64,
+    /// `SO_SNDBUF` of accepted connections (0: the OS default).
+    pub socket_send_buffer: usize,
 }
 
 impl Default for NetLimits {
@@ -43,6 +48,8 @@ impl Default for NetLimits {
             max_outbound_bytes: 4 << 20,
             read_budget: 64 << 10,
             backlog: 1024,
+            slow_consumer_ms: 5_000,
+            socket_send_buffer: 0,
         }
     }
 }
@@ -252,6 +259,8 @@ impl ServerConfig {
             max_outbound_bytes: l.max_outbound_bytes.unwrap_or(nd.max_outbound_bytes).max(4096),
             read_budget: nd.read_budget,
             backlog: l.backlog.unwrap_or(nd.backlog).max(1),
+            slow_consumer_ms: l.slow_consumer_ms.unwrap_or(nd.slow_consumer_ms).max(1),
+            socket_send_buffer: l.socket_send_buffer.unwrap_or(nd.socket_send_buffer),
         };
         let j = f.journal.unwrap_or_default();
         let durability = match j.durability {
@@ -391,6 +400,8 @@ struct LimitsSection {
     max_conn_per_ip_per_sec: Option<u32>,
     max_outbound_bytes: Option<usize>,
     backlog: Option<i32>,
+    slow_consumer_ms: Option<u64>,
+    socket_send_buffer: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]

@@ -53,6 +53,8 @@ pub struct FinalReport {
     pub durable_seq: Seq,
     /// Event-loop counters.
     pub stats: LoopStats,
+    /// The snapshot of the final state written at stop (`<data_dir>/snapshots`), or why not.
+    pub snapshot: Result<std::path::PathBuf, String>,
 }
 
 /// A failure to start or to stop cleanly.
@@ -146,6 +148,7 @@ struct Parts {
     pipeline: Pipeline,
     feed: Option<Feed>,
     log: Rc<RefCell<RejectLog>>,
+    snapshot_dir: std::path::PathBuf,
 }
 
 fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
@@ -160,7 +163,10 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
         .map_err(err(&format!("{}", cfg.reject_log_path().display())))?;
     let log = Rc::new(RefCell::new(log));
     let store = JournalReplayStore::new(cfg.replay_per_key, log.clone());
-    let hub = Hub::new(cfg.session.clone(), Box::new(store)).map_err(err("sessions"))?;
+    let mut scfg = cfg.session.clone();
+    // One flush of reports must fit well inside the per-connection output bound (88 bytes each).
+    scfg.max_reports_per_flush = scfg.max_reports_per_flush.min(cfg.net.max_outbound_bytes / 4 / 88).max(1);
+    let hub = Hub::new(scfg, Box::new(store)).map_err(err("sessions"))?;
     let (engine, rb) = rebuild(&rec, &cfg.engine, &hub, &entries).map_err(err("journal replay"))?;
     if rb.mismatches > 0 {
         eprintln!(
@@ -204,11 +210,11 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
         rebuild: rb,
         durability: cfg.durability,
     };
-    Ok(Parts { info, lp, journaler, pipeline, feed, log })
+    Ok(Parts { info, lp, journaler, pipeline, feed, log, snapshot_dir: cfg.data_dir.join("snapshots") })
 }
 
 fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
-    let Parts { info, mut lp, journaler, pipeline, feed, log } = parts;
+    let Parts { info, mut lp, journaler, pipeline, feed, log, snapshot_dir } = parts;
     let _ = ready.send(Ok((info, lp.stop_handle())));
     let run = lp.run();
     let stats = lp.stats();
@@ -224,5 +230,19 @@ fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
     log.borrow_mut().sync();
     run.map_err(err("event loop"))?;
     let jst = jst.map_err(err("journal"))?;
-    Ok(FinalReport { state_hash: engine.state_hash(), last_cmd_seq: engine.last_cmd_seq(), durable_seq: jst.durable_seq, stats })
+    // A snapshot of the final state, for tools and fast inspection (the server itself rebuilds
+    // from the whole journal: the report streams need it).
+    let snapshot = std::fs::create_dir_all(&snapshot_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            tickwire_journal::snapshot::write_snapshot(&snapshot_dir, &engine.snapshot()).map_err(|e| e.to_string())
+        })
+        .map(|i| i.path);
+    Ok(FinalReport {
+        state_hash: engine.state_hash(),
+        last_cmd_seq: engine.last_cmd_seq(),
+        durable_seq: jst.durable_seq,
+        stats,
+        snapshot,
+    })
 }

@@ -179,6 +179,10 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         r.stats.refused_full,
         r.stats.slow_disconnects
     )?;
+    match &r.snapshot {
+        Ok(p) => writeln!(out, "snapshot: {}", p.display())?,
+        Err(e) => writeln!(out, "snapshot: not written: {e}")?,
+    }
     writeln!(out, "final-state-hash: {:#018x}", r.state_hash)?;
     out.flush()?;
     Ok(())

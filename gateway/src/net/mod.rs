@@ -15,8 +15,11 @@
 //! 4. Session timers (`poll_timeout`: logon timeout, heartbeats, long replays) that are due.
 //! 5. The gateway reject log is `fdatasync`ed if a reject was appended this turn, and only then
 //!    is the turn's output written to the sockets (partial writes continue on `WRITABLE`). Each
-//!    connection's unsent output is bounded (`max_outbound_bytes`): a client that does not read
-//!    is disconnected as a slow consumer (logged; cancel-on-disconnect applies).
+//!    connection's unsent output is bounded (`max_outbound_bytes`). Execution reports are
+//!    flow-controlled: while more than half of that is unsent, a session's stored reports wait
+//!    in the replay store (a long replay goes out as the client reads). A client whose output
+//!    makes no progress for `slow_consumer_ms`, or that would exceed the bound, is disconnected
+//!    as a slow consumer (logged with the reason; cancel-on-disconnect applies).
 //!
 //! **How engine events reach the loop (latency choice).** The engine and the journaler never
 //! signal the loop (their hot paths make no syscalls). Every command comes from this loop, so
@@ -55,6 +58,7 @@ const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 const LINGER_NS: u64 = 1_000_000_000;
 const EVENTS_PER_POLL: usize = 4096;
+const BACKLOG_RECHECK_NS: u64 = 50_000_000;
 
 /// Wall clock, ns since the Unix epoch (compared with the Logon's timestamp).
 pub fn now_ns() -> u64 {
@@ -111,6 +115,8 @@ struct Conn {
     deadline: Option<u64>,
     state: ConnState,
     key: Option<KeyId>,
+    /// Output pending since this time without any byte written (slow-consumer timer).
+    stalled_since: Option<u64>,
 }
 
 impl Conn {
@@ -157,6 +163,7 @@ pub struct EventLoop {
     fx: Effects,
     scratch: Vec<u8>,
     evbuf: Vec<Event>,
+    parked: Vec<Event>,
     keys: Vec<KeyId>,
     dirty: Vec<usize>,
     read_more: Vec<usize>,
@@ -204,6 +211,7 @@ impl EventLoop {
             last_done: last_cmd_seq,
             fx: Effects::new(),
             evbuf: Vec::with_capacity(EVENTS_PER_POLL),
+            parked: Vec::new(),
             keys: Vec::new(),
             dirty: Vec::new(),
             read_more: Vec::new(),
@@ -284,8 +292,12 @@ impl EventLoop {
     fn next_deadline(&self) -> Option<u64> {
         let mut d: Option<u64> = None;
         for c in self.conns.iter().flatten() {
+            let stall = c.stalled_since.map(|t| t.saturating_add(self.limits.slow_consumer_ms.saturating_mul(1_000_000)));
             let cd = match c.state {
-                ConnState::Open => c.deadline,
+                ConnState::Open => match (c.deadline, stall) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
                 ConnState::Closing { until_ns, .. } => Some(until_ns),
             };
             if let Some(cd) = cd {
@@ -338,6 +350,9 @@ impl EventLoop {
 
     fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: u64) {
         let _ = stream.set_nodelay(true);
+        if self.limits.socket_send_buffer > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(self.limits.socket_send_buffer);
+        }
         let idx = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -362,6 +377,7 @@ impl EventLoop {
             deadline: None,
             state: ConnState::Open,
             key: None,
+            stalled_since: None,
         });
         self.open += 1;
         self.stats.accepted += 1;
@@ -379,6 +395,13 @@ impl EventLoop {
             self.fx = fx;
             return;
         }
+        if c.pending_out() > self.limits.max_outbound_bytes / 2 {
+            // Flow control: stored reports wait until the client has read half of its backlog
+            // (they are in the replay store; `flush_conn` calls back here once it drained).
+            c.deadline = Some(now.saturating_add(BACKLOG_RECHECK_NS));
+            self.fx = fx;
+            return;
+        }
         c.deadline = c.session.poll_timeout(now, &mut fx);
         self.apply(idx, &mut fx, now);
         self.fx = fx;
@@ -387,8 +410,7 @@ impl EventLoop {
     /// Acts on a session's effects: submit commands, queue output, begin a close.
     fn apply(&mut self, idx: usize, fx: &mut Effects, now: u64) {
         for c in fx.commands.drain(..) {
-            self.last_sent = self.producer.send(c);
-            self.stats.commands += 1;
+            self.submit(c);
         }
         let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) else {
             fx.clear();
@@ -415,22 +437,9 @@ impl EventLoop {
         let close = fx.close.take();
         fx.clear();
         if slow {
-            self.stats.slow_disconnects += 1;
-            log(&format!(
-                "{}: slow consumer ({} bytes unsent, limit {}): disconnected",
-                c.peer,
-                c.pending_out(),
-                self.limits.max_outbound_bytes
-            ));
-            // Cancel-on-disconnect applies; nothing more can be delivered.
-            c.session.handle_disconnect(now, fx);
-            let cmds: Vec<_> = fx.commands.drain(..).collect();
+            let why = format!("{} bytes unsent, limit {}", c.pending_out() + fx.out.len(), self.limits.max_outbound_bytes);
             fx.clear();
-            for cmd in cmds {
-                self.last_sent = self.producer.send(cmd);
-                self.stats.commands += 1;
-            }
-            self.remove(idx);
+            self.slow_disconnect(idx, now, &why);
             return;
         }
         if let Some(reason) = close {
@@ -444,6 +453,19 @@ impl EventLoop {
             }
             self.mark_dirty(idx);
         }
+    }
+
+    /// Ends a client that does not read: cancel-on-disconnect applies, nothing more is sent.
+    fn slow_disconnect(&mut self, idx: usize, now: u64, why: &str) {
+        let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) else { return };
+        self.stats.slow_disconnects += 1;
+        log(&format!("{}: slow consumer ({why}): disconnected", c.peer));
+        let mut fx = Effects::new();
+        c.session.handle_disconnect(now, &mut fx);
+        for cmd in fx.commands.drain(..) {
+            self.submit(cmd);
+        }
+        self.remove(idx);
     }
 
     fn forget_key(&mut self, idx: usize) {
@@ -471,8 +493,7 @@ impl EventLoop {
             let mut fx = Effects::new();
             c.session.handle_disconnect(now_ns(), &mut fx);
             for cmd in fx.commands.drain(..) {
-                self.last_sent = self.producer.send(cmd);
-                self.stats.commands += 1;
+                self.submit(cmd);
             }
         }
         let _ = self.poll.registry().deregister(&mut c.stream);
@@ -531,13 +552,39 @@ impl EventLoop {
         self.scratch = scratch;
     }
 
+    /// Sends a command to the core. The inbound ring may be full because the engine waits for
+    /// this loop to take events off a full outbound ring: while it is, the loop moves events
+    /// into `parked` (handled by the next `pump_events`), so it never deadlocks with the engine.
+    fn submit(&mut self, cmd: tickwire_core::Command) {
+        loop {
+            match self.producer.try_send(cmd) {
+                Ok(seq) => {
+                    self.last_sent = seq;
+                    self.stats.commands += 1;
+                    return;
+                }
+                Err(_) => {
+                    let parked = &mut self.parked;
+                    if self.consumer.poll(EVENTS_PER_POLL, |e, _| parked.push(*e)) == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+
     /// Hands available (durable) engine events to the hub, the sessions and the feed.
     fn pump_events(&mut self, now: u64) -> usize {
         let mut total = 0;
         loop {
             let mut evbuf = std::mem::take(&mut self.evbuf);
             evbuf.clear();
-            self.consumer.poll(EVENTS_PER_POLL, |e, _| evbuf.push(*e));
+            if self.parked.is_empty() {
+                self.consumer.poll(EVENTS_PER_POLL, |e, _| evbuf.push(*e));
+            } else {
+                // Events taken off the ring while a command waited for inbound space.
+                std::mem::swap(&mut evbuf, &mut self.parked);
+            }
             let n = evbuf.len();
             if n == 0 {
                 self.evbuf = evbuf;
@@ -569,7 +616,7 @@ impl EventLoop {
             for idx in touched {
                 self.refresh(idx, now);
             }
-            if n < EVENTS_PER_POLL {
+            if n < EVENTS_PER_POLL && self.parked.is_empty() {
                 return total;
             }
         }
@@ -580,7 +627,15 @@ impl EventLoop {
             let Some(c) = self.conns[idx].as_mut() else { continue };
             match c.state {
                 ConnState::Open => {
-                    if c.deadline.is_some_and(|d| d <= now) {
+                    let slow_ns = self.limits.slow_consumer_ms.saturating_mul(1_000_000);
+                    if let Some(t) = c.stalled_since.filter(|&t| now.saturating_sub(t) >= slow_ns) {
+                        let why = format!(
+                            "{} bytes unread for {} ms",
+                            c.pending_out(),
+                            now.saturating_sub(t) / 1_000_000
+                        );
+                        self.slow_disconnect(idx, now, &why);
+                    } else if c.deadline.is_some_and(|d| d <= now) {
                         self.refresh(idx, now);
                     }
                 }
@@ -617,6 +672,7 @@ impl EventLoop {
     fn flush_conn(&mut self, idx: usize, now: u64) {
         let Some(c) = self.conns.get_mut(idx).and_then(|c| c.as_mut()) else { return };
         let mut failed = false;
+        let before = c.out_pos;
         while c.out_pos < c.out.len() {
             match c.stream.write(&c.out[c.out_pos..]) {
                 Ok(0) => {
@@ -638,7 +694,13 @@ impl EventLoop {
             if c.out.capacity() > 64 << 10 {
                 c.out.shrink_to(4096);
             }
+            c.stalled_since = None;
+        } else if c.out_pos > before || c.stalled_since.is_none() {
+            c.stalled_since = Some(now);
         }
+        let resume = c.state == ConnState::Open
+            && c.pending_out() <= self.limits.max_outbound_bytes / 2
+            && c.session.reports_pending();
         if failed {
             if c.state == ConnState::Open {
                 let mut fx = std::mem::take(&mut self.fx);
@@ -655,6 +717,9 @@ impl EventLoop {
                 let _ = c.stream.shutdown(Shutdown::Write);
                 c.state = ConnState::Closing { until_ns, shut: true };
             }
+        }
+        if resume {
+            self.refresh(idx, now);
         }
     }
 
