@@ -1,6 +1,7 @@
 //! tickwire-bench: `cargo run --release -p tickwire-bench -- <bench> [--quick] [--json]`.
 //! Every benchmark measures its baseline in the same run and prints ratios against it.
 
+mod journal_bench;
 mod match_bench;
 mod report;
 mod workload;
@@ -29,11 +30,14 @@ pub struct Common {
 enum Bench {
     /// Matching engine: direct and through the rings, vs matchcore.
     Match(Common),
+    /// Command journal (sync group commit, ack latency, replay) and snapshots, vs raw fdatasync.
+    Journal(journal_bench::JournalArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.bench {
         Bench::Match(c) => match_bench::run(&c),
+        Bench::Journal(a) => journal_bench::run(&a),
     }
 }
