@@ -63,10 +63,16 @@ pub struct SnapshotConfig {
     pub segments: SegmentRetention,
     /// Take a last snapshot when stopped (after catching up with the durable sequence).
     pub on_stop: bool,
+    /// Pin the snapshotter thread to this CPU (keep it off the matcher's core).
+    pub cpu: Option<usize>,
+    /// Nice value of the snapshotter thread (Linux; 0 leaves it): > 0 lets the matcher and the
+    /// journaler win when they share a CPU with it.
+    pub nice: i32,
 }
 
 impl SnapshotConfig {
-    /// Defaults: every 10 M commands or 10 minutes, keep 2, segments kept, snapshot on stop.
+    /// Defaults: every 10 M commands or 10 minutes, keep 2, segments kept, snapshot on stop,
+    /// not pinned, nice 10.
     pub fn new(dir: impl Into<PathBuf>, engine: EngineConfig) -> SnapshotConfig {
         SnapshotConfig {
             dir: dir.into(),
@@ -76,6 +82,8 @@ impl SnapshotConfig {
             keep: 2,
             segments: SegmentRetention::Keep,
             on_stop: true,
+            cpu: None,
+            nice: 10,
         }
     }
 }
@@ -160,6 +168,7 @@ impl Snapshotter {
         let handle = std::thread::Builder::new()
             .name("tw-snapshotter".into())
             .spawn(move || {
+                lower_priority(cfg.cpu, cfg.nice);
                 let mut w = Worker {
                     tail: JournalTail::new(cfg.dir.clone(), shadow.last_cmd_seq() + 1),
                     last_snap_seq: shadow.last_cmd_seq(),
@@ -221,6 +230,40 @@ pub fn copy_engine(engine: &Engine, cfg: &EngineConfig) -> Result<Engine> {
     Engine::restore(cfg, &engine.snapshot()).map_err(|e| JournalError::Config(format!("shadow engine: {e}")))
 }
 
+/// Pins the calling thread to `cpu` and sets its nice value (each best effort, logged on failure).
+fn lower_priority(cpu: Option<usize>, nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        if let Some(cpu) = cpu {
+            // SAFETY: cpu_set_t is plain data (zero is the empty set); CPU_SET writes inside it
+            // (cpu is bounds-checked against its size first); sched_setaffinity(0, ..) reads the
+            // set for the calling thread only.
+            let rc = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                if cpu < 8 * std::mem::size_of::<libc::cpu_set_t>() {
+                    libc::CPU_SET(cpu, &mut set);
+                }
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+            };
+            if rc != 0 {
+                log(&format!("snapshotter: cannot pin to cpu {cpu}: {}", std::io::Error::last_os_error()));
+            }
+        }
+        if nice != 0 {
+            // SAFETY: gettid has no arguments; setpriority on our own thread id passes no memory.
+            let rc = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+            };
+            if rc != 0 {
+                log(&format!("snapshotter: cannot set nice {nice}: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (cpu, nice);
+}
+
 struct Worker {
     cfg: SnapshotConfig,
     shadow: Engine,
@@ -254,8 +297,13 @@ impl Worker {
             let target = self.durable.get();
             let applied = self.shadow.last_cmd_seq();
             if applied < target {
+                // Periodic snapshots land exactly every `every_commands` commands.
+                let upto = match self.cfg.every_commands {
+                    0 => target,
+                    n => target.min(self.last_snap_seq + n).max(applied + 1),
+                };
                 buf.clear();
-                self.tail.read(target, CHUNK, &mut buf)?;
+                self.tail.read(upto, CHUNK, &mut buf)?;
                 for c in &buf {
                     self.shadow.handle(c, &mut sink);
                 }

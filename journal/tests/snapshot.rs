@@ -119,7 +119,9 @@ fn snapshot_and_journal_recovery_equals_pure_replay_across_restarts() {
     s.send(1600);
     let (hash1, last1, st) = s.stop();
     assert_eq!(last1, 3100);
-    assert!(st.snapshots >= 3, "periodic + requested snapshots: {st:?}");
+    // Periodic at exactly 700, 1400, 2100, 2800 (counted from the last snapshot), plus the
+    // requested one (which may coincide with none of them).
+    assert!(st.snapshots >= 4, "periodic + requested snapshots: {st:?}");
     assert_eq!(st.applied_seq, 3100);
     assert!(mid >= 1500);
 

@@ -233,7 +233,15 @@ pub fn snapshot_pause(w: &Workload, dir: &Path, resting: usize, rate: u64, secs:
     let main = w.main_cmds();
     let m = ((rate as f64 * secs) as usize).min(main.len());
     let mut rig = start(engine, dir, false, JournalConfig::DEFAULT_MAX_BATCH, WaitStrategyKind::default())?;
-    let scfg = SnapshotConfig { every_commands: 0, every: None, keep: 1, on_stop: false, ..SnapshotConfig::new(dir, engine_config()) };
+    // The shadow runs on the client's CPU (0), away from the matcher's (the last), at nice 10.
+    let scfg = SnapshotConfig {
+        every_commands: 0,
+        every: None,
+        keep: 1,
+        on_stop: false,
+        cpu: Some(0),
+        ..SnapshotConfig::new(dir, engine_config())
+    };
     let snap = Snapshotter::spawn(scfg, shadow, rig.journaler.durable()).map_err(|e| e.to_string())?;
     let mut prod = rig.p.producer();
     let clock = Instant::now();
