@@ -5,8 +5,12 @@
 //! tickwire-journal inspect PATH                       segments, counts, ranges, times, CRC check
 //! tickwire-journal dump PATH [--from N] [--to N]      decoded commands, one per line
 //! tickwire-journal export PATH --orders FILE [--from N] [--to N]   order CSV (docs/orderfile.md)
-//! tickwire-journal state-hash PATH [--config FILE]    replay into an engine, print its state hash
+//! tickwire-journal state-hash PATH [--config FILE] [--no-snapshot]
+//!                                                     newest verified snapshot + replay (or a
+//!                                                     replay from the start), print the state hash
 //! ```
+//!
+//! `inspect` of a directory also lists its snapshot files (`snapshot-<seq>.tws`) and checks them.
 //!
 //! PATH is a journal directory (`inspect` and `dump` also take one segment file). A journal with a
 //! bad record before its tail is refused (file and offset named) unless `--up-to-corruption`
@@ -24,7 +28,8 @@ use tickwire_core::{
     CancelReason, Command, CommandKind, Engine, EngineConfig, OrderType, Seq, Side, StpMode,
 };
 use tickwire_journal::format::{self, scan_segment, Record, HEADER_LEN, RECORD_LEN};
-use tickwire_journal::{list_segments, recover, RecoverOptions, Recovered};
+use tickwire_journal::snapshot::{list_snapshots, read_snapshot};
+use tickwire_journal::{list_segments, recover, recover_engine, RecoverOptions, Recovered};
 
 #[derive(Parser, Debug)]
 #[command(name = "tickwire-journal", version, about = "Inspect, dump, export and replay a Tickwire command journal")]
@@ -77,13 +82,17 @@ enum Cmd {
         #[command(flatten)]
         range: Range,
     },
-    /// Replays the journal into an engine and prints its state hash.
+    /// Restores the newest snapshot that verifies, replays the journal after it, and prints the
+    /// state hash (what the server's recovery would start from).
     StateHash {
         #[command(flatten)]
         src: Source,
         /// Engine configuration (TOML, see tools/match.example.toml). Default: one instrument.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Ignore snapshots: replay the whole journal from an empty engine.
+        #[arg(long)]
+        no_snapshot: bool,
     },
 }
 
@@ -233,6 +242,26 @@ fn inspect(src: &Source) -> Result<(), String> {
         scan_line(path, &bytes, out).map_err(w)?;
     }
     let opts = RecoverOptions { read_only: true, truncate_at_corruption: src.up_to_corruption, from_seq: 0 };
+    let snaps = list_snapshots(&src.path).map_err(|e| e.to_string())?;
+    let first_seq = files.first().map_or(1, |f| f.0);
+    for (_, path) in &snaps {
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        match read_snapshot(path) {
+            Ok((h, snap)) => writeln!(
+                out,
+                "{name}: snapshot of sequences ..={} ({} orders, {} books, {} bytes, created {}), state_hash {:#018x}, verifies{}",
+                h.last_cmd_seq,
+                snap.orders.len(),
+                snap.books.len(),
+                h.payload_len + 64,
+                utc(h.created_ns),
+                h.state_hash,
+                if h.last_cmd_seq + 1 < first_seq { "; UNUSABLE: the journal starts after it" } else { "" }
+            )
+            .map_err(w)?,
+            Err(e) => writeln!(out, "{name}: snapshot DAMAGED: {e} (recovery skips it)").map_err(w)?,
+        }
+    }
     match recover(&src.path, opts) {
         Ok(rec) => {
             writeln!(
@@ -322,7 +351,7 @@ fn export(src: &Source, orders: &Path, range: Range) -> Result<(), String> {
     Ok(())
 }
 
-fn state_hash(src: &Source, config: Option<&Path>) -> Result<(), String> {
+fn state_hash(src: &Source, config: Option<&Path>, no_snapshot: bool) -> Result<(), String> {
     let cfg = match config {
         Some(path) => {
             let text =
@@ -331,6 +360,21 @@ fn state_hash(src: &Source, config: Option<&Path>) -> Result<(), String> {
         }
         None => EngineConfig::single_default(),
     };
+    if !no_snapshot {
+        let opts = RecoverOptions { read_only: true, truncate_at_corruption: src.up_to_corruption, from_seq: 0 };
+        let (engine, rep) = recover_engine(&src.path, &cfg, opts).map_err(|e| e.to_string())?;
+        let from = match &rep.snapshot {
+            Some((p, s)) => format!("snapshot {} (sequence {s}) + ", p.display()),
+            None => String::new(),
+        };
+        println!(
+            "state_hash {:#018x} after {from}{} replayed command(s), last sequence {}",
+            engine.state_hash(),
+            rep.replayed,
+            engine.last_cmd_seq()
+        );
+        return Ok(());
+    }
     let rec = open(src)?;
     if rec.first_seq > 1 {
         return Err(format!(
@@ -356,7 +400,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { src } => inspect(src),
         Cmd::Dump { src, range } => dump(src, *range),
         Cmd::Export { src, orders, range } => export(src, orders, *range),
-        Cmd::StateHash { src, config } => state_hash(src, config.as_deref()),
+        Cmd::StateHash { src, config, no_snapshot } => state_hash(src, config.as_deref(), *no_snapshot),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
