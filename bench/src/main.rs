@@ -1,6 +1,7 @@
 //! tickwire-bench: `cargo run --release -p tickwire-bench -- <bench> [--quick] [--json]`.
 //! Every benchmark measures its baseline in the same run and prints ratios against it.
 
+mod c100k;
 mod journal_bench;
 mod match_bench;
 mod report;
@@ -32,6 +33,15 @@ enum Bench {
     Match(Common),
     /// Command journal (sync group commit, ack latency, replay) and snapshots, vs raw fdatasync.
     Journal(journal_bench::JournalArgs),
+    /// Many market-data subscribers (10K..1M): feed shard processes on one port, client processes
+    /// on their own source addresses; connect ramp, fan-out latency, memory per connection.
+    C100k(c100k::C100kArgs),
+    /// One client process of c100k (started by c100k itself).
+    #[command(hide = true)]
+    C100kClient(c100k::client::ClientArgs),
+    /// One feed shard process of c100k (started by c100k itself).
+    #[command(hide = true)]
+    C100kShard(c100k::shard::ShardArgs),
 }
 
 fn main() {
@@ -39,5 +49,8 @@ fn main() {
     match cli.bench {
         Bench::Match(c) => match_bench::run(&c),
         Bench::Journal(a) => journal_bench::run(&a),
+        Bench::C100k(a) => c100k::run(&a),
+        Bench::C100kClient(a) => c100k::client::run(a),
+        Bench::C100kShard(a) => c100k::shard::run(a),
     }
 }
