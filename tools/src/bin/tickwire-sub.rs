@@ -3,7 +3,7 @@
 //! book tops, trades and statistics. On a gap or checksum failure it sends Resume(last good seq).
 //!
 //! ```sh
-//! tickwire-sub --url ws://127.0.0.1:9100/md --instruments 1,2 --duration 10
+//! tickwire-sub --instruments 1,2 --duration 10     (default URL: the `tickwire serve` feed)
 //! ```
 
 use clap::Parser;
@@ -19,7 +19,7 @@ use tungstenite::{Message, WebSocket};
 #[command(name = "tickwire-sub", about = "Tickwire market-data subscriber and checker")]
 struct Args {
     /// Feed URL.
-    #[arg(long, default_value = "ws://127.0.0.1:9100/md")]
+    #[arg(long, default_value = "ws://127.0.0.1:9002/md")]
     url: String,
     /// Instruments to subscribe to (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1")]
