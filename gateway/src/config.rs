@@ -78,6 +78,10 @@ pub struct ServerConfig {
     pub feed: Option<FeedSettings>,
     /// Whether this is the embedded demo default (the banner says so).
     pub is_demo: bool,
+    /// Recovery cuts the journal at a damaged record before its tail (losing everything after
+    /// it) instead of refusing to start. Only from the command line (`--truncate-at-corruption`):
+    /// an operator's explicit decision after reading the refusal, never a configured default.
+    pub truncate_at_corruption: bool,
 }
 
 /// The in-process market-data feed.
@@ -162,6 +166,7 @@ impl ServerConfig {
             segment_bytes: 64 << 20,
             feed: Some(FeedSettings { listen: addr("127.0.0.1:9002"), shards: 1 }),
             is_demo: true,
+            truncate_at_corruption: false,
         }
     }
 
@@ -286,6 +291,7 @@ impl ServerConfig {
             segment_bytes: j.segment_bytes.unwrap_or(d.segment_bytes),
             feed,
             is_demo: false,
+            truncate_at_corruption: false,
         })
     }
 

@@ -158,7 +158,10 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
         segment_bytes: cfg.segment_bytes,
         ..JournalConfig::new(cfg.journal_dir())
     };
-    let (writer, rec) = JournalWriter::open_dir(jcfg, RecoverOptions::default()).map_err(err("journal recovery"))?;
+    let (writer, rec) = JournalWriter::open_dir(
+        jcfg,
+        RecoverOptions { truncate_at_corruption: cfg.truncate_at_corruption, ..RecoverOptions::default() },
+    ).map_err(err("journal recovery"))?;
     let (log, entries) = RejectLog::open(&cfg.reject_log_path(), cfg.durability != Durability::None)
         .map_err(err(&format!("{}", cfg.reject_log_path().display())))?;
     let log = Rc::new(RefCell::new(log));

@@ -48,6 +48,10 @@ struct ServeArgs {
     /// Override the journal durability: sync, async, async:<ms>, none.
     #[arg(long)]
     durability: Option<String>,
+    /// If the journal has a damaged record BEFORE its tail, cut it there (dropping that record and
+    /// everything after it) instead of refusing to start. Read the refusal message first.
+    #[arg(long)]
+    truncate_at_corruption: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -95,6 +99,7 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(d) = &a.durability {
         cfg.durability = d.parse::<Durability>()?;
     }
+    cfg.truncate_at_corruption = a.truncate_at_corruption;
     install_signal_handlers();
     let mut out = std::io::stdout();
     writeln!(out, "tickwire {} starting", env!("CARGO_PKG_VERSION"))?;
