@@ -856,7 +856,7 @@ impl Engine {
 fn check_qty(book: &OrderBook, qty: Qty) -> Result<(), RejectReason> {
     let c = &book.cfg;
     // The modulo (a 20–40 cycle division) only when the lot is not 1.
-    if qty == 0 || (c.lot_size != 1 && qty % c.lot_size != 0) {
+    if qty == 0 || (c.lot_size != 1 && !qty.is_multiple_of(c.lot_size)) {
         return Err(RejectReason::QuantityOffLot);
     }
     if qty < c.min_qty || qty > c.max_qty {

@@ -85,8 +85,8 @@ fn garbage_never_panics() {
             c.copy_from_slice(&x.to_le_bytes());
         }
         // Keep some fields plausible so deep paths are reached too.
-        b[16] = (b[16] % 8) as u8;
-        b[17] = b[17] % 3;
+        b[16] %= 8;
+        b[17] %= 3;
         if i % 2 == 0 {
             b[20..24].copy_from_slice(&1u32.to_le_bytes());
             b[48..56].copy_from_slice(&(x % 50 + 1).to_le_bytes());
