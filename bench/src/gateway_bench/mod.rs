@@ -35,6 +35,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 const BENCH: &str = "gateway";
+/// Timer slack of the diagnostic servers (ns).
+const SLACK_NS: u64 = 1;
 
 /// Options of `tickwire-bench gateway`.
 #[derive(clap::Args, Clone, Debug)]
@@ -161,15 +163,22 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
     ));
     // One key for the RTT session (key 1), then `sessions` keys for the throughput part.
     let keys = 1 + sessions as u64;
-    let mut srv_none = ServerProc::start(&bin, &base, "none", keys)?;
-    let mut srv_sync = ServerProc::start(&bin, &base, "sync", keys)?;
+    let mut srv_none = ServerProc::start(&bin, &base, "none", keys, None)?;
+    let mut srv_sync = ServerProc::start(&bin, &base, "sync", keys, None)?;
+    // Diagnostic: the same servers with a 1 ns timer slack (inherited by their threads), to
+    // see what the sleeps of the event loop, the engine's backoff and the journaler cost.
+    let mut srv_none_s = ServerProc::start(&bin, &base, "none", 2, Some(SLACK_NS))?;
+    let mut srv_sync_s = ServerProc::start(&bin, &base, "sync", 2, Some(SLACK_NS))?;
 
     // ---- RTT, interleaved with its baselines.
     let mut raw_pair = raw::RawPair::start()?;
     let mut fsync_file = raw::SyncFile::new(&srv_sync.dir.0)?;
     let mut c_none = client::Client::logon(srv_none.addr, 1)?;
     let mut c_sync = client::Client::logon(srv_sync.addr, 1)?;
-    let (mut coid_none, mut coid_sync) = (0u64, 0u64);
+    let mut c_none_s = client::Client::logon(srv_none_s.addr, 1)?;
+    let mut c_sync_s = client::Client::logon(srv_sync_s.addr, 1)?;
+    let (mut coid_none, mut coid_sync, mut coid_none_s, mut coid_sync_s) = (0u64, 0u64, 0u64, 0u64);
+    let (mut h_none_s, mut h_sync_s, mut hc_dummy) = (raw::hist(), raw::hist(), raw::hist());
     let (mut h_raw, mut h_none, mut h_sync, mut h_fs) = (raw::hist(), raw::hist(), raw::hist(), raw::hist());
     let (mut hc_none, mut hc_sync) = (raw::hist(), raw::hist());
     // Warm-up (discarded): connections, caches, the servers' first allocations.
@@ -178,6 +187,8 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
         raw_pair.block(300, &mut w1)?;
         load::rtt_block(&mut c_none, 200, &mut coid_none, &mut w1, &mut w2)?;
         load::rtt_block(&mut c_sync, 50, &mut coid_sync, &mut w1, &mut w2)?;
+        load::rtt_block(&mut c_none_s, 200, &mut coid_none_s, &mut w1, &mut w2)?;
+        load::rtt_block(&mut c_sync_s, 50, &mut coid_sync_s, &mut w1, &mut w2)?;
         fsync_file.block(20, &mut w1)?;
     }
     let mut rep_p50: [Vec<f64>; 4] = Default::default();
@@ -187,6 +198,8 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
         load::rtt_block(&mut c_none, plan.none_block, &mut coid_none, &mut hs[1], &mut hc_none)?;
         load::rtt_block(&mut c_sync, plan.sync_block, &mut coid_sync, &mut hs[2], &mut hc_sync)?;
         fsync_file.block(plan.fsync_block, &mut hs[3])?;
+        load::rtt_block(&mut c_none_s, plan.none_block, &mut coid_none_s, &mut h_none_s, &mut hc_dummy)?;
+        load::rtt_block(&mut c_sync_s, plan.sync_block, &mut coid_sync_s, &mut h_sync_s, &mut hc_dummy)?;
         for (i, h) in hs.iter().enumerate() {
             rep_p50[i].push(h.value_at_quantile(0.5) as f64);
         }
@@ -197,13 +210,20 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
     }
     c_none.logout();
     c_sync.logout();
+    c_none_s.logout();
+    c_sync_s.logout();
+    srv_none_s.stop();
+    srv_sync_s.stop();
     drop(raw_pair);
     drop(fsync_file);
-    let sleep_h = raw::sleep_50us(400);
+    let sleep_h = raw::sleep_50us(400, None);
+    let sleep_hs = raw::sleep_50us(400, Some(SLACK_NS));
 
     let (raw_p, none_p, sync_p, fs_p) = (pct(&h_raw), pct(&h_none), pct(&h_sync), pct(&h_fs));
     let (cn_p, cs_p) = (pct(&hc_none), pct(&hc_sync));
     let sleep_p = pct(&sleep_h);
+    let sleep_ps = pct(&sleep_hs);
+    let (none_ps, sync_ps) = (pct(&h_none_s), pct(&h_sync_s));
     let reps = ("reps", plan.reps.to_string());
     let s = |k: &'static str, v: u64| (k, v.to_string());
     r.add(BENCH, "raw_p50", raw_p.p50, "ns", &[s("samples", raw_p.n), reps.clone()]);
@@ -220,6 +240,14 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
         r.add(BENCH, "rtt_cancel_p50", c.p50, "ns", &[dur.clone(), s("samples", c.n)]);
     }
     r.add(BENCH, "sleep_50us_p50", sleep_p.p50, "ns", &[("p99_ns", format!("{:.0}", sleep_p.p99))]);
+    let sl = ("timer_slack_ns", SLACK_NS.to_string());
+    r.add(BENCH, "sleep_50us_p50_slack1ns", sleep_ps.p50, "ns", &[sl.clone(), ("p99_ns", format!("{:.0}", sleep_ps.p99))]);
+    for (d, p) in [("none", &none_ps), ("sync", &sync_ps)] {
+        let dur = ("durability", d.to_string());
+        r.add(BENCH, "rtt_p50_slack1ns", p.p50, "ns", &[dur.clone(), sl.clone(), s("samples", p.n)]);
+        r.add(BENCH, "rtt_p99_slack1ns", p.p99, "ns", &[dur.clone(), sl.clone()]);
+        r.add(BENCH, "rtt_p99_9_slack1ns", p.p99_9, "ns", &[dur.clone(), sl.clone()]);
+    }
 
     // Goals.
     let g1_lim = 1.3 * raw_p.p50;
@@ -289,7 +317,7 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
     // ---- Summary.
     r.note("");
     r.note(&format!(
-        "RTT (closed loop, 1 session, {} blocks interleaved: raw, none, sync, fdatasync; blocking reads, TCP_NODELAY):",
+        "RTT (closed loop, 1 session, {} blocks interleaved: raw, none, sync, fdatasync, diagnostics; blocking reads, TCP_NODELAY):",
         plan.reps
     ));
     r.note(&format!("  raw TCP ping-pong 40B/88B   p50 {}  p99 {}  p99.9 {}", us(raw_p.p50), us(raw_p.p99), us(raw_p.p99_9)));
@@ -301,6 +329,14 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
             us(p.p99_9),
             p.p50 / raw_p.p50,
             p.p99_9 / raw_p.p99_9
+        ));
+    }
+    for (d, p) in [("none", &none_ps), ("sync", &sync_ps)] {
+        r.note(&format!(
+            "  diagnostic: journal {d}, server threads with 1 ns timer slack: p50 {}  p99 {}  p99.9 {}",
+            us(p.p50),
+            us(p.p99),
+            us(p.p99_9)
         ));
     }
     r.note(&format!("  write+fdatasync (88 B)      p50 {}  p99 {}", us(fs_p.p50), us(fs_p.p99)));
@@ -319,9 +355,12 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
         median(&mut m[3]) / 1e3,
     ));
     r.note(&format!(
-        "  std::thread::sleep(50 µs) takes p50 {} p99 {} here (the event loop's idle step while a command is in flight)",
+        "  std::thread::sleep(50 µs) takes p50 {} p99 {} here (the event loop's idle step while a command is in flight); \
+         with 1 ns timer slack p50 {} p99 {}",
         us(sleep_p.p50),
-        us(sleep_p.p99)
+        us(sleep_p.p99),
+        us(sleep_ps.p50),
+        us(sleep_ps.p99)
     ));
     r.note("GOALS:");
     for l in &goal_lines {

@@ -133,13 +133,24 @@ impl Drop for SyncFile {
 }
 
 /// What `std::thread::sleep(50 µs)` actually takes here (the event loop's idle step while a
-/// command is in flight): a diagnostic for the findings, not a baseline.
-pub fn sleep_50us(n: usize) -> Histogram<u64> {
-    let mut h = hist();
-    for _ in 0..n {
-        let t = Instant::now();
-        std::thread::sleep(Duration::from_micros(50));
-        record(&mut h, t.elapsed());
-    }
-    h
+/// command is in flight), on a fresh thread with the default timer slack or with
+/// `timer_slack_ns`: a diagnostic for the findings, not a baseline.
+pub fn sleep_50us(n: usize, timer_slack_ns: Option<u64>) -> Histogram<u64> {
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            if let Some(ns) = timer_slack_ns {
+                // SAFETY: PR_SET_TIMERSLACK only sets this thread's timer slack; no pointers.
+                unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
+            }
+            let mut h = hist();
+            for _ in 0..n {
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_micros(50));
+                record(&mut h, t.elapsed());
+            }
+            h
+        })
+        .join()
+        .expect("sleep thread")
+    })
 }

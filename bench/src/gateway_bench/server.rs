@@ -72,14 +72,26 @@ fn config_text(data_dir: &Path, durability: &str, keys: u64) -> String {
 
 impl ServerProc {
     /// Starts `bin serve` with `keys` trade keys (ids and accounts 1..=keys) and waits for its
-    /// `order-entry:` line (at most 30 s).
-    pub fn start(bin: &Path, base: &Path, durability: &'static str, keys: u64) -> Result<ServerProc, String> {
-        let dir = TempDir::new(base, durability)?;
+    /// `order-entry:` line (at most 30 s). With `timer_slack_ns`, the child is forked from a
+    /// thread whose timer slack (`PR_SET_TIMERSLACK`) is set to that value: the server's threads
+    /// inherit it (a diagnostic of how much its sleeps cost; the server itself is unchanged).
+    pub fn start(
+        bin: &Path,
+        base: &Path,
+        durability: &'static str,
+        keys: u64,
+        timer_slack_ns: Option<u64>,
+    ) -> Result<ServerProc, String> {
+        let tag = match timer_slack_ns {
+            Some(ns) => format!("{durability}-slack{ns}"),
+            None => durability.to_string(),
+        };
+        let dir = TempDir::new(base, &tag)?;
         let data = dir.0.join("data");
         let cfg = dir.0.join("tickwire.toml");
         std::fs::write(&cfg, config_text(&data, durability, keys)).map_err(|e| format!("{}: {e}", cfg.display()))?;
-        let mut child = Command::new(bin)
-            .arg("serve")
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
             .arg("--config")
             .arg(&cfg)
             .args(["--no-feed", "--durability", durability, "--listen", "127.0.0.1:0"])
@@ -87,9 +99,23 @@ impl ServerProc {
             .arg(&data)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
+            .stderr(Stdio::piped());
+        let spawned = match timer_slack_ns {
+            None => cmd.spawn(),
+            Some(ns) => std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    // SAFETY: PR_SET_TIMERSLACK only sets this thread's timer slack; no pointers.
+                    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
+                    if rc != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    cmd.spawn()
+                })
+                .join()
+                .expect("spawn thread")
+            }),
+        };
+        let mut child = spawned.map_err(|e| format!("{}: {e}", bin.display()))?;
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel::<SocketAddr>();
@@ -101,9 +127,10 @@ impl ServerProc {
             }
         });
         // stderr: shown (the server only writes warnings and errors there).
+        let tag2 = tag.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[tickwire serve ({durability})] {line}");
+                eprintln!("[tickwire serve ({tag2})] {line}");
             }
         });
         let mut sp = ServerProc { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], 0)), durability, dir };
@@ -112,7 +139,7 @@ impl ServerProc {
                 sp.addr = a;
                 Ok(sp)
             }
-            Err(_) => Err(format!("{} serve ({durability}) printed no order-entry address within 30 s", bin.display())),
+            Err(_) => Err(format!("{} serve ({tag}) printed no order-entry address within 30 s", bin.display())),
         }
     }
 
