@@ -17,11 +17,15 @@
 //! - [`LossyReader`]: never gates the producer (other processes, read-only mappings); seqlock
 //!   stamps detect overwritten slots, reported as [`Lapped`].
 //! - [`WaitStrategyKind`] / [`IdleStrategy`]: busy-spin, yielding, backoff (default).
+//! - [`book_image`]: not a ring: the companion shared-memory region of aggregated books at a known
+//!   event sequence (seqlock double buffer), from which lapped or late feed shards resynchronise.
 //!
 //! Every slot word is accessed through 64-bit atomics (Relaxed) so concurrent lossy readers are
 //! never a data race; ordering comes from the Release/Acquire pairs documented at each atomic
 //! operation. Loom models: `loom_tests.rs` (command in `sync.rs`).
 
+#[cfg(not(loom))]
+pub mod book_image;
 mod buffer;
 mod consumer;
 mod lossy;
