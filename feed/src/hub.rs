@@ -1,15 +1,42 @@
 //! The sans-IO heart of a feed shard: instruments (book, sequence, replay window), connections
 //! (handshake, client frames, subscriptions, outbound queue with budget) and fan-out. No sockets:
 //! the shard's event loop hands it bytes read and a write function; tests drive it directly.
+//!
+//! # Channels
+//!
+//! A subscription is an instrument plus a channel mask (`md::CH_*`, `docs/market-data.md`):
+//! each instrument keeps one subscriber list per channel and encodes each message once per
+//! channel (WebSocket header included), shared by every subscriber of that channel:
+//!
+//! - book (`CH_BOOK`, the default): Snapshot, DeltaBatch, Trade, Status on the instrument
+//!   sequence, with the replay window (unchanged from before channels existed);
+//! - top-N (`CH_TOP`): the best N levels per side as a Snapshot flagged `SNAP_TOP`, at most one per
+//!   interval: an instrument whose book changed is marked, and the view is encoded when the
+//!   interval since the last one has passed ([`Hub::publish_at`], [`Hub::on_timer`],
+//!   [`Hub::next_deadline`] give the shard its wake-up time); unchanged views are not sent;
+//! - trades (`CH_TRADES`): Trades renumbered by a per-instrument trade sequence;
+//! - candles (`CH_CANDLES`): Candles from [`candles`], numbered by a per-instrument candle sequence.
+//!
+//! Time comes from the caller (`now_ns` arguments): the hub reads no clock for channels or
+//! candles. [`http`] answers plain HTTP requests on the same port.
+
+#[path = "candles.rs"]
+pub mod candles;
+#[path = "http.rs"]
+pub mod http;
 
 use crate::ws;
 use bytes::Bytes;
+use candles::{Bar, Candles};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use tickwire_core::engine::Level;
 use tickwire_core::{Event, EventView, InstrumentId, Seq, Side};
-use tickwire_protocol::md::book::MdBook;
-use tickwire_protocol::md::{self, ClientMsg, DecodeError, ErrorCode, ErrorMsg, LevelUpdate};
+use tickwire_protocol::md::book::{levels_crc, MdBook};
+use tickwire_protocol::md::{
+    self, CandleInterval, ClientMsg, DecodeError, ErrorCode, ErrorMsg, LevelUpdate, CH_BOOK, CH_CANDLES, CH_TOP,
+    CH_TRADES,
+};
 
 /// Connection id (index in the hub's table; the I/O backend uses the same index).
 pub type ConnId = u32;
@@ -44,6 +71,11 @@ pub struct HubConfig {
     pub max_handshake: usize,
     /// Ticks a connection may stay in the handshake or closing state.
     pub linger_ticks: u32,
+    /// Closed candles kept per instrument and interval (served by `GET /candles`).
+    pub candle_history: usize,
+    /// A tick closes a candle bucket once `now >= bucket end + candle_grace_ns` (trades close it
+    /// as soon as one of a later bucket arrives).
+    pub candle_grace_ns: u64,
 }
 
 impl HubConfig {
@@ -59,6 +91,8 @@ impl HubConfig {
             max_client_payload: 1024,
             max_handshake: 8192,
             linger_ticks: 3,
+            candle_history: 1000,
+            candle_grace_ns: 250_000_000,
         }
     }
 }
@@ -94,6 +128,12 @@ pub struct HubStats {
     pub resumes_replayed: u64,
     /// Resumes answered with a snapshot.
     pub resumes_snapshot: u64,
+    /// Plain HTTP requests answered.
+    pub http_requests: u64,
+    /// Candles closed (both intervals).
+    pub candles_closed: u64,
+    /// Top-N views broadcast.
+    pub top_updates: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +157,8 @@ struct Conn {
     /// Queued bytes not yet written.
     queued: usize,
     out: VecDeque<Bytes>,
-    subs: Vec<InstrumentId>,
+    /// `(instrument, channel mask)`; the mask is always `md::effective_channels` of itself.
+    subs: Vec<(InstrumentId, u16)>,
     /// Only while a handshake or a client frame spans reads. Boxed: 8 bytes when absent
     /// instead of 24, for every idle connection.
     #[allow(clippy::box_collection)]
@@ -134,9 +175,64 @@ struct Instrument {
     fresh: Vec<Bytes>,
     replay: VecDeque<(Seq, Seq, Bytes)>,
     replay_bytes: usize,
+    /// Subscribers of the book channel.
     subscribers: Vec<ConnId>,
+    top_subs: Vec<ConnId>,
+    trade_subs: Vec<ConnId>,
+    candle_subs: Vec<ConnId>,
+    /// Trade channel sequence.
+    trade_seq: Seq,
+    /// Candle channel sequence.
+    candle_seq: Seq,
+    /// Trade / candle channel frames since the last fan-out (encoded only with subscribers).
+    fresh_trades: Vec<Bytes>,
+    fresh_candles: Vec<Bytes>,
+    top: Top,
+    candles: Candles,
     snapshot: Option<Bytes>,
     in_touched: bool,
+}
+
+/// State of an instrument's top-N channel.
+#[derive(Default)]
+struct Top {
+    /// Update number of the last view broadcast (0: none yet).
+    update: u32,
+    last_emit_ns: Option<u64>,
+    /// In `Hub::top_pending` (the book changed since the last view).
+    pending: bool,
+    /// The last view broadcast.
+    bids: Vec<Level>,
+    asks: Vec<Level>,
+    halted: bool,
+}
+
+const CHANNELS: [u16; 4] = [CH_BOOK, CH_TOP, CH_TRADES, CH_CANDLES];
+
+impl Instrument {
+    fn list(&mut self, ch: u16) -> &mut Vec<ConnId> {
+        match ch {
+            CH_BOOK => &mut self.subscribers,
+            CH_TOP => &mut self.top_subs,
+            CH_TRADES => &mut self.trade_subs,
+            _ => &mut self.candle_subs,
+        }
+    }
+
+    /// Moves connection `id` from the lists of `old` channels to those of `new`.
+    fn set_channels(&mut self, id: ConnId, old: u16, new: u16) {
+        for ch in CHANNELS {
+            if new & ch != 0 && old & ch == 0 {
+                self.list(ch).push(id);
+            }
+            if old & ch != 0 && new & ch == 0 {
+                let l = self.list(ch);
+                if let Some(p) = l.iter().position(|&x| x == id) {
+                    l.swap_remove(p);
+                }
+            }
+        }
+    }
 }
 
 /// The state of a shard, without I/O.
@@ -153,6 +249,15 @@ pub struct Hub {
     tick: u32,
     scratch: Vec<u8>,
     levels: (Vec<Level>, Vec<Level>),
+    /// Levels per side of a top-N view.
+    top_depth: usize,
+    /// Least time between two top-N views of an instrument.
+    top_interval_ns: u64,
+    /// Instruments whose top-N view may have changed since it was last sent.
+    top_pending: Vec<usize>,
+    /// The last `now` the caller gave.
+    now_ns: u64,
+    bars: Vec<(CandleInterval, Bar)>,
     /// Counters.
     pub stats: HubStats,
 }
@@ -170,6 +275,14 @@ pub enum Flush {
 
 fn ws_frame(payload: &[u8]) -> Bytes {
     Bytes::from(ws::server_frame(ws::OP_BINARY, payload))
+}
+
+fn top_frame(id: InstrumentId, seq: Seq, update: u32, halted: bool, bids: &[Level], asks: &[Level]) -> Bytes {
+    let n = md::snapshot_len(bids.len(), asks.len());
+    let mut v = Vec::with_capacity(ws::frame_header_len(n) + n);
+    ws::frame_header(ws::OP_BINARY, n, &mut v);
+    md::encode_top(&mut v, id, seq, update, halted, levels_crc(bids, asks), bids, asks);
+    Bytes::from(v)
 }
 
 fn error_frame(e: ErrorMsg) -> Bytes {
@@ -196,6 +309,15 @@ impl Hub {
                 replay: VecDeque::new(),
                 replay_bytes: 0,
                 subscribers: Vec::new(),
+                top_subs: Vec::new(),
+                trade_subs: Vec::new(),
+                candle_subs: Vec::new(),
+                trade_seq: 0,
+                candle_seq: 0,
+                fresh_trades: Vec::new(),
+                fresh_candles: Vec::new(),
+                top: Top::default(),
+                candles: Candles::new(cfg.candle_history),
                 snapshot: None,
                 in_touched: false,
             })
@@ -214,8 +336,25 @@ impl Hub {
             tick: 0,
             scratch: Vec::new(),
             levels: (Vec::new(), Vec::new()),
+            top_depth: 10,
+            top_interval_ns: 100_000_000,
+            top_pending: Vec::new(),
+            now_ns: 0,
+            bars: Vec::new(),
             stats: HubStats::default(),
         }
+    }
+
+    /// Sets the top-N channel: `depth` levels per side (at least 1), at most one view per
+    /// `interval_ns` per instrument. Defaults: 10 levels, 100 ms.
+    pub fn set_top_channel(&mut self, depth: usize, interval_ns: u64) {
+        self.top_depth = depth.max(1);
+        self.top_interval_ns = interval_ns;
+    }
+
+    /// Instrument `id`'s candles (tests, diagnostics).
+    pub fn candles(&self, id: InstrumentId) -> Option<&Candles> {
+        self.index.get(&id).map(|&i| &self.instruments[i].candles)
     }
 
     /// The configuration.
@@ -280,8 +419,18 @@ impl Hub {
             }
             EventView::Trade { trade_id, aggressor, price, qty, ts_ns } => {
                 ins.seq += 1;
+                let t = md::Trade { instrument: ins.id, seq: ins.seq, trade_id, price, qty, aggressor, ts_ns };
                 let mut p = Vec::with_capacity(md::TRADE_SIZE);
-                md::Trade { instrument: ins.id, seq: ins.seq, trade_id, price, qty, aggressor, ts_ns }.encode(&mut p);
+                t.encode(&mut p);
+                ins.trade_seq += 1;
+                if !ins.trade_subs.is_empty() {
+                    let mut q = Vec::with_capacity(md::TRADE_SIZE);
+                    md::Trade { seq: ins.trade_seq, ..t }.encode(&mut q);
+                    ins.fresh_trades.push(ws_frame(&q));
+                    self.stats.frames_encoded += 1;
+                }
+                ins.candles.on_trade(ts_ns, price, qty, &mut self.bars);
+                Self::encode_candles(&mut self.stats, ins, &mut self.bars);
                 Some((ws_frame(&p), ins.seq))
             }
             EventView::InstrumentStatus { halted } => {
@@ -317,29 +466,160 @@ impl Hub {
         ins.fresh.push(f);
     }
 
-    /// Ends a wake-up: encodes each touched instrument's delta batch once, then queues every new
-    /// frame to its subscribers. Returns the connections that have something to write.
+    /// Encodes closed candles (`bars`, drained) for the candle channel.
+    fn encode_candles(stats: &mut HubStats, ins: &mut Instrument, bars: &mut Vec<(CandleInterval, Bar)>) {
+        for (interval, b) in bars.drain(..) {
+            ins.candle_seq += 1;
+            stats.candles_closed += 1;
+            if ins.candle_subs.is_empty() {
+                continue;
+            }
+            let mut p = Vec::with_capacity(md::CANDLE_SIZE);
+            md::Candle {
+                instrument: ins.id,
+                seq: ins.candle_seq,
+                interval,
+                start_ns: b.start_ns,
+                open: b.open,
+                high: b.high,
+                low: b.low,
+                close: b.close,
+                volume: b.volume,
+                trades: b.trades,
+            }
+            .encode(&mut p);
+            ins.fresh_candles.push(ws_frame(&p));
+            stats.frames_encoded += 1;
+        }
+    }
+
+    /// Ends a wake-up: [`Hub::publish_at`] with the last time given.
     pub fn publish(&mut self) -> &[ConnId] {
+        let now = self.now_ns;
+        self.publish_at(now)
+    }
+
+    /// Ends a wake-up at time `now_ns` (any ns clock, the same for every call): encodes each
+    /// touched instrument's delta batch once, queues every new frame to its channel's
+    /// subscribers, and sends the top-N views that are due. Returns the connections that have
+    /// something to write.
+    pub fn publish_at(&mut self, now_ns: u64) -> &[ConnId] {
         let touched = std::mem::take(&mut self.touched);
         for &i in &touched {
             let ins = &mut self.instruments[i];
             ins.in_touched = false;
             Self::encode_pending(&self.cfg, &mut self.stats, &mut self.scratch, ins);
-            let fresh = std::mem::take(&mut ins.fresh);
-            let subs = std::mem::take(&mut ins.subscribers);
-            for &c in &subs {
-                for f in &fresh {
-                    self.push(c, f.clone(), true);
-                }
+            if !ins.top_subs.is_empty() && !ins.top.pending {
+                ins.top.pending = true;
+                self.top_pending.push(i);
             }
-            let ins = &mut self.instruments[i];
-            ins.subscribers = subs;
-            ins.fresh = fresh;
-            ins.fresh.clear();
+            for ch in [CH_BOOK, CH_TRADES, CH_CANDLES] {
+                self.fan_out(i, ch);
+            }
         }
         self.touched = touched;
         self.touched.clear();
+        self.on_timer(now_ns);
         &self.dirty
+    }
+
+    /// Queues instrument `i`'s fresh frames of channel `ch` (book, trades or candles) to the
+    /// channel's subscribers.
+    fn fan_out(&mut self, i: usize, ch: u16) {
+        let ins = &mut self.instruments[i];
+        let frames = std::mem::take(match ch {
+            CH_BOOK => &mut ins.fresh,
+            CH_TRADES => &mut ins.fresh_trades,
+            _ => &mut ins.fresh_candles,
+        });
+        if frames.is_empty() {
+            return;
+        }
+        let subs = std::mem::take(ins.list(ch));
+        for &c in &subs {
+            for f in &frames {
+                self.push(c, f.clone(), true);
+            }
+        }
+        let ins = &mut self.instruments[i];
+        *ins.list(ch) = subs;
+        let mut frames = frames;
+        frames.clear();
+        match ch {
+            CH_BOOK => ins.fresh = frames,
+            CH_TRADES => ins.fresh_trades = frames,
+            _ => ins.fresh_candles = frames,
+        }
+    }
+
+    /// Time-driven work at `now_ns`: sends the top-N views whose interval has passed.
+    pub fn on_timer(&mut self, now_ns: u64) {
+        self.now_ns = now_ns;
+        let mut k = 0;
+        while k < self.top_pending.len() {
+            let i = self.top_pending[k];
+            let ins = &mut self.instruments[i];
+            let due = match ins.top.last_emit_ns {
+                None => true,
+                // A clock that went backwards does not freeze the channel.
+                Some(t) => now_ns < t || now_ns - t >= self.top_interval_ns,
+            };
+            if ins.top_subs.is_empty() || due {
+                ins.top.pending = false;
+                self.top_pending.swap_remove(k);
+                if due {
+                    self.emit_top(i, now_ns);
+                }
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// When [`Hub::on_timer`] next has work (a top-N view is waiting for its interval), in the
+    /// caller's clock; `None` if nothing waits.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.top_pending
+            .iter()
+            .map(|&i| self.instruments[i].top.last_emit_ns.map_or(0, |t| t.saturating_add(self.top_interval_ns)))
+            .min()
+    }
+
+    /// Broadcasts instrument `i`'s top-N view if it differs from the last one sent.
+    fn emit_top(&mut self, i: usize, now_ns: u64) {
+        let n = self.top_depth;
+        let ins = &mut self.instruments[i];
+        let (bids, asks) = &mut self.levels;
+        ins.book.depth(Side::Buy, n, bids);
+        ins.book.depth(Side::Sell, n, asks);
+        let top = &mut ins.top;
+        if top.update != 0 && *bids == top.bids && *asks == top.asks && ins.book.halted == top.halted {
+            return;
+        }
+        top.update = top.update.wrapping_add(1).max(1);
+        top.last_emit_ns = Some(now_ns);
+        top.bids.clone_from(bids);
+        top.asks.clone_from(asks);
+        top.halted = ins.book.halted;
+        let f = top_frame(ins.id, ins.seq, top.update, top.halted, bids, asks);
+        self.stats.frames_encoded += 1;
+        self.stats.top_updates += 1;
+        let subs = std::mem::take(&mut ins.top_subs);
+        for &c in &subs {
+            self.push(c, f.clone(), true);
+        }
+        self.instruments[i].top_subs = subs;
+    }
+
+    /// The current top-N view of instrument `i` for one new subscriber, numbered like the last
+    /// view broadcast (the next broadcast is that number + 1).
+    fn top_now(&mut self, i: usize) -> Bytes {
+        let ins = &self.instruments[i];
+        let (bids, asks) = &mut self.levels;
+        ins.book.depth(Side::Buy, self.top_depth, bids);
+        ins.book.depth(Side::Sell, self.top_depth, asks);
+        self.stats.frames_encoded += 1;
+        top_frame(ins.id, ins.seq, ins.top.update, ins.book.halted, bids, asks)
     }
 
     /// Applies the pending level updates to the book and encodes them as DeltaBatch frames.
@@ -412,12 +692,9 @@ impl Hub {
     pub fn close(&mut self, id: ConnId) {
         let Some(slot) = self.conns.get_mut(id as usize) else { return };
         let Some(c) = slot.take() else { return };
-        for ins_id in c.subs {
+        for (ins_id, mask) in c.subs {
             if let Some(&i) = self.index.get(&ins_id) {
-                let s = &mut self.instruments[i].subscribers;
-                if let Some(p) = s.iter().position(|&x| x == id) {
-                    s.swap_remove(p);
-                }
+                self.instruments[i].set_channels(id, mask, 0);
             }
         }
         self.free.push(id);
@@ -546,10 +823,16 @@ impl Hub {
                     // Drained: resynchronise every subscription with a fresh snapshot.
                     c.conflated = false;
                     let subs = c.subs.clone();
-                    for ins_id in subs {
+                    for (ins_id, mask) in subs {
                         if let Some(&i) = self.index.get(&ins_id) {
-                            let s = self.snapshot(i);
-                            self.push(id, s, false);
+                            if mask & CH_BOOK != 0 {
+                                let s = self.snapshot(i);
+                                self.push(id, s, false);
+                            }
+                            if mask & CH_TOP != 0 {
+                                let t = self.top_now(i);
+                                self.push(id, t, false);
+                            }
                         }
                     }
                     continue;
@@ -640,12 +923,22 @@ impl Hub {
                     ws::Handshake::Partial => {
                         if buf.len() - pos > self.cfg.max_handshake {
                             self.stats.handshake_failures += 1;
-                            let r = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-                            self.push_control(id, Bytes::from_static(r));
+                            self.push_control(id, Bytes::from(http::too_large()));
                             self.begin_close(id, 0);
                             return buf.len();
                         }
                         return pos;
+                    }
+                    ws::Handshake::Http { method, target, consumed } => {
+                        self.stats.http_requests += 1;
+                        let r = if consumed > self.cfg.max_handshake {
+                            http::too_large()
+                        } else {
+                            self.http_answer(&method, &target)
+                        };
+                        self.push_control(id, Bytes::from(r));
+                        self.begin_close(id, 0);
+                        return buf.len();
                     }
                     ws::Handshake::Reject { response } => {
                         self.stats.handshake_failures += 1;
@@ -713,16 +1006,10 @@ impl Hub {
                 md::Heartbeat { nonce, server_ns: now_ns() }.encode(&mut p);
                 self.push(id, ws_frame(&p), false);
             }
-            ClientMsg::Subscribe { instrument } => {
-                let Some(i) = self.subscribe(id, instrument) else { return };
-                if !i.1 {
-                    return self.send_error(id, ErrorCode::AlreadySubscribed, instrument, 0);
-                }
-                let s = self.snapshot(i.0);
-                self.push(id, s, false);
-            }
+            ClientMsg::Subscribe { instrument } => self.on_subscribe(id, instrument, 0),
+            ClientMsg::SubscribeChannels { instrument, channels } => self.on_subscribe(id, instrument, channels),
             ClientMsg::Resume { instrument, last_seq } => {
-                let Some((i, _)) = self.subscribe(id, instrument) else { return };
+                let Some((i, _)) = self.subscribe(id, instrument, CH_BOOK) else { return };
                 let ins = &self.instruments[i];
                 if last_seq == ins.seq {
                     return;
@@ -750,50 +1037,115 @@ impl Hub {
             }
             ClientMsg::Unsubscribe { instrument } => {
                 let Some(c) = self.conn_mut(id) else { return };
-                let Some(p) = c.subs.iter().position(|&x| x == instrument) else {
+                let Some(p) = c.subs.iter().position(|&(x, _)| x == instrument) else {
                     return self.send_error(id, ErrorCode::NotSubscribed, instrument, 0);
                 };
-                c.subs.swap_remove(p);
+                let (_, mask) = c.subs.swap_remove(p);
                 if c.subs.is_empty() {
                     c.subs = Vec::new();
                 }
                 if let Some(&i) = self.index.get(&instrument) {
-                    let s = &mut self.instruments[i].subscribers;
-                    if let Some(p) = s.iter().position(|&x| x == id) {
-                        s.swap_remove(p);
-                    }
+                    self.instruments[i].set_channels(id, mask, 0);
                 }
             }
         }
     }
 
-    /// Adds a subscription; `Some((instrument index, newly added))`, or `None` after an error.
-    fn subscribe(&mut self, id: ConnId, instrument: InstrumentId) -> Option<(usize, bool)> {
+    /// Subscribe with a channel mask: the channels added get their first message (Snapshot for
+    /// the book, the current view for top-N; trades and candles start with the next one).
+    fn on_subscribe(&mut self, id: ConnId, instrument: InstrumentId, mask: u16) {
+        let Some((i, added)) = self.subscribe(id, instrument, mask) else { return };
+        if added == 0 {
+            return self.send_error(id, ErrorCode::AlreadySubscribed, instrument, 0);
+        }
+        if added & CH_BOOK != 0 {
+            let s = self.snapshot(i);
+            self.push(id, s, false);
+        }
+        if added & CH_TOP != 0 {
+            let t = self.top_now(i);
+            self.push(id, t, false);
+        }
+    }
+
+    /// Adds channels (`mask`, 0 = book) to a subscription; `Some((instrument index, channels
+    /// added))`, or `None` after an error.
+    fn subscribe(&mut self, id: ConnId, instrument: InstrumentId, mask: u16) -> Option<(usize, u16)> {
         let Some(&i) = self.index.get(&instrument) else {
             self.send_error(id, ErrorCode::UnknownInstrument, instrument, 0);
             return None;
         };
         let max = self.cfg.max_subs;
         let c = self.conn_mut(id)?;
-        if c.subs.contains(&instrument) {
-            return Some((i, false));
-        }
-        if c.subs.len() >= max {
+        let pos = c.subs.iter().position(|&(x, _)| x == instrument);
+        let old = pos.map_or(0, |p| c.subs[p].1);
+        if pos.is_none() && c.subs.len() >= max {
             self.send_error(id, ErrorCode::TooManySubscriptions, instrument, max as u64);
             return None;
         }
-        c.subs.push(instrument);
-        self.instruments[i].subscribers.push(id);
-        Some((i, true))
+        let new = md::effective_channels(old | md::effective_channels(mask));
+        match pos {
+            Some(p) => c.subs[p].1 = new,
+            None => c.subs.push((instrument, new)),
+        }
+        self.instruments[i].set_channels(id, old, new);
+        Some((i, new & !old))
     }
 
-    /// Periodic work (call about once a second): a heartbeat to every open connection, and
-    /// connections stuck in the handshake or closing too long are reported to close.
+    /// Answers a plain HTTP request (bounded work: see [`http`]).
+    fn http_answer(&mut self, method: &str, target: &str) -> Vec<u8> {
+        let route = match http::route(method, target) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        match route {
+            http::Route::Snapshot { instrument, depth } => {
+                let Some(&i) = self.index.get(&instrument) else { return http::unknown_instrument() };
+                let ins = &self.instruments[i];
+                let (bids, asks) = &mut self.levels;
+                ins.book.depth(Side::Buy, depth, bids);
+                ins.book.depth(Side::Sell, depth, asks);
+                let body = http::snapshot_json(ins.id, ins.seq, ins.book.halted, ins.book.crc(), bids, asks);
+                http::response("200 OK", "", &body)
+            }
+            http::Route::Candles { instrument, interval, from, to } => {
+                let Some(&i) = self.index.get(&instrument) else { return http::unknown_instrument() };
+                let series = self.instruments[i].candles.series(interval);
+                let body = http::candles_json(instrument, interval, from, to, series.range(from, to));
+                http::response("200 OK", "", &body)
+            }
+        }
+    }
+
+    /// [`Hub::on_tick_at`] with the wall clock.
     pub fn on_tick(&mut self, heartbeat: bool) {
+        self.on_tick_at(heartbeat, now_ns())
+    }
+
+    /// Periodic work (call about once a second) at wall-clock time `now_ns` (ns since the Unix
+    /// epoch, comparable with engine timestamps): candle buckets ended at least
+    /// `candle_grace_ns` before `now_ns` are closed and sent, a heartbeat goes to every open
+    /// connection, and connections stuck in the handshake or closing too long are reported to
+    /// close.
+    pub fn on_tick_at(&mut self, heartbeat: bool, now_ns: u64) {
+        self.now_ns = now_ns;
         self.tick = self.tick.wrapping_add(1);
+        let mut bars = std::mem::take(&mut self.bars);
+        for i in 0..self.instruments.len() {
+            let ins = &mut self.instruments[i];
+            if !ins.candles.has_open() {
+                continue;
+            }
+            ins.candles.on_time(now_ns, self.cfg.candle_grace_ns, &mut bars);
+            if !bars.is_empty() {
+                Self::encode_candles(&mut self.stats, ins, &mut bars);
+                self.fan_out(i, CH_CANDLES);
+            }
+        }
+        self.bars = bars;
         let hb = heartbeat.then(|| {
             let mut p = Vec::with_capacity(md::HEARTBEAT_SIZE);
-            md::Heartbeat { nonce: 0, server_ns: now_ns() }.encode(&mut p);
+            md::Heartbeat { nonce: 0, server_ns: now_ns }.encode(&mut p);
             ws_frame(&p)
         });
         for id in 0..self.conns.len() as ConnId {
@@ -823,8 +1175,8 @@ fn now_ns() -> u64 {
 mod tests {
     use super::*;
 
-    /// An idle connection's fixed cost in the hub (its slot), plus 4 bytes per subscription in
-    /// its list and 4 in the instrument's subscriber list. The mio stream adds a 4-byte fd slot.
+    /// An idle connection's fixed cost in the hub (its slot), plus 8 bytes per subscription in
+    /// its list and 4 per channel in the instrument's subscriber lists. The mio stream adds a 4-byte fd slot.
     #[test]
     fn idle_connection_is_small() {
         let slot = std::mem::size_of::<Option<Conn>>();

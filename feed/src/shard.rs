@@ -29,12 +29,24 @@ pub struct ShardConfig {
     pub sndbuf: Option<usize>,
     /// OS interface (epoll or io_uring).
     pub backend: BackendKind,
+    /// Levels per side of the top-N channel (`md::CH_TOP`).
+    pub top_depth: usize,
+    /// Least time between two top-N views of one instrument (the channel's conflation interval).
+    pub top_interval: Duration,
 }
 
 impl ShardConfig {
     /// Defaults: 1 s tick with heartbeats.
     pub fn new(hub: HubConfig) -> ShardConfig {
-        ShardConfig { hub, tick: Duration::from_secs(1), heartbeats: true, sndbuf: None, backend: BackendKind::Epoll }
+        ShardConfig {
+            hub,
+            tick: Duration::from_secs(1),
+            heartbeats: true,
+            sndbuf: None,
+            backend: BackendKind::Epoll,
+            top_depth: 10,
+            top_interval: Duration::from_millis(100),
+        }
     }
 }
 
@@ -58,8 +70,10 @@ impl<S: EventSource> FeedShard<S> {
         let local = listener.local_addr()?;
         let backend = AnyBackend::new(cfg.backend, listener, cfg.sndbuf)?;
         source.set_notifier(backend.notifier());
+        let mut hub = Hub::new(cfg.hub.clone());
+        hub.set_top_channel(cfg.top_depth, cfg.top_interval.as_nanos().min(u64::MAX as u128) as u64);
         Ok(FeedShard {
-            hub: Hub::new(cfg.hub.clone()),
+            hub,
             backend,
             source,
             cfg,
@@ -106,12 +120,20 @@ impl<S: EventSource> FeedShard<S> {
             if let Some(p) = self.source.poll_interval() {
                 timeout = timeout.min(p);
             }
+            if let Some(d) = self.hub.next_deadline() {
+                // A top-N view waits for its interval.
+                timeout = timeout.min(Duration::from_nanos(d.saturating_sub(wall_ns())));
+            }
             self.ready.clear();
             self.backend.wait(Some(timeout), &mut self.ready)?;
             self.step();
+            if self.hub.next_deadline().is_some_and(|d| d <= wall_ns()) {
+                self.hub.on_timer(wall_ns());
+                self.flush_and_close();
+            }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + self.cfg.tick;
-                self.hub.on_tick(self.cfg.heartbeats);
+                self.hub.on_tick_at(self.cfg.heartbeats, wall_ns());
                 self.flush_and_close();
                 if let Ok(mut s) = self.stats_out.lock() {
                     *s = self.hub.stats;
@@ -129,7 +151,7 @@ impl<S: EventSource> FeedShard<S> {
         self.evbuf.clear();
         if self.source.poll(&mut self.evbuf, EVENTS_PER_WAKE) > 0 {
             self.hub.on_events(&self.evbuf);
-            self.hub.publish();
+            self.hub.publish_at(wall_ns());
             if self.evbuf.len() == EVENTS_PER_WAKE {
                 // More may be waiting: come back without sleeping.
                 self.backend.notifier().notify();
@@ -223,4 +245,10 @@ impl<S: EventSource> FeedShard<S> {
             self.hub.close(id);
         }
     }
+}
+
+/// The clock the hub is given: wall-clock ns since the Unix epoch (comparable with engine
+/// timestamps, which candles are bucketed by).
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }

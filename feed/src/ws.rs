@@ -184,6 +184,16 @@ pub enum Handshake {
         /// The 4xx response.
         response: Vec<u8>,
     },
+    /// A complete HTTP request without an `Upgrade` header: a plain HTTP request for
+    /// [`crate::hub::http`] (answered once, then the connection closes).
+    Http {
+        /// The method.
+        method: String,
+        /// The request target (path and query).
+        target: String,
+        /// Request bytes (headers).
+        consumed: usize,
+    },
 }
 
 fn reject(status: &str, extra: &str) -> Handshake {
@@ -207,10 +217,14 @@ pub fn parse_handshake(buf: &[u8]) -> Handshake {
         Err(httparse::Error::TooManyHeaders) => return reject("431 Request Header Fields Too Large", ""),
         Err(_) => return reject("400 Bad Request", ""),
     };
+    let get = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+    if get("upgrade").is_none() {
+        let (Some(method), Some(target)) = (req.method, req.path) else { return reject("400 Bad Request", "") };
+        return Handshake::Http { method: method.to_string(), target: target.to_string(), consumed };
+    }
     if req.method != Some("GET") || req.version != Some(1) {
         return reject("400 Bad Request", "");
     }
-    let get = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
     if !get("upgrade").is_some_and(|v| has_token(v, "websocket"))
         || !get("connection").is_some_and(|v| has_token(v, "upgrade"))
     {
@@ -311,6 +325,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         }
         assert_eq!(parse_handshake(&req[..20]), Handshake::Partial);
         assert!(matches!(parse_handshake(b"\x16\x03\x01garbage\r\n\r\n"), Handshake::Reject { .. }));
-        assert!(matches!(parse_handshake(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Handshake::Reject { .. }));
+        assert!(matches!(parse_handshake(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n"), Handshake::Reject { .. }));
+        assert_eq!(
+            parse_handshake(b"GET /snapshot?instrument=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Handshake::Http { method: "GET".into(), target: "/snapshot?instrument=1".into(), consumed: 48 }
+        );
     }
 }

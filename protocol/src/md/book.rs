@@ -105,6 +105,16 @@ impl MdBook {
     }
 }
 
+/// The checksum of a book made of exactly these levels (best first): what [`MdBook::crc`] would
+/// give after loading them (a top-N view's checksum).
+pub fn levels_crc(bids: &[Level], asks: &[Level]) -> u32 {
+    let mut c = 0;
+    for l in bids.iter().take(CRC_DEPTH).chain(asks.iter().take(CRC_DEPTH)) {
+        c = crc32_update(c, &level_crc_bytes(l));
+    }
+    c
+}
+
 /// The 20 bytes a level contributes to the checksum.
 pub fn level_crc_bytes(l: &Level) -> [u8; 20] {
     let mut b = [0u8; 20];

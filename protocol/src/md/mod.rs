@@ -5,10 +5,11 @@
 //! with the same 8 bytes: `type u8, version u8, (type-specific u16), instrument u32`.
 //!
 //! Sequencing: each instrument has its own gapless sequence. A DeltaBatch of `n` level updates
-//! covers `n` sequence numbers (`first_seq ..= last_seq`); a Trade, an InstrumentStatus and a Candle
+//! covers `n` sequence numbers (`first_seq ..= last_seq`); a Trade and an InstrumentStatus
 //! take one each; a Snapshot takes none: its `seq` is the last sequence whose effect it contains,
 //! and the next message of the instrument starts at `seq + 1`. Heartbeat and Error are not
-//! sequenced.
+//! sequenced. Other channels ([`CH_TOP`], [`CH_TRADES`], [`CH_CANDLES`]) number their messages
+//! with their own per-instrument counters (see `docs/market-data.md`, Channels).
 //!
 //! - [`ServerMsg::decode`] / [`ClientMsg::decode`]: validate and read in place (no allocation;
 //!   level arrays are read lazily through [`Levels`]). No input makes them panic.
@@ -78,6 +79,34 @@ pub const MAX_BATCH_UPDATES: usize = u16::MAX as usize;
 
 /// Snapshot flag: the instrument is halted.
 pub const SNAP_HALTED: u16 = 1;
+/// Snapshot flag: a top-N view sent on the [`CH_TOP`] channel (only the best N levels per side;
+/// `crc` covers those levels; bytes 28..32 carry the channel's update number).
+pub const SNAP_TOP: u16 = 2;
+
+/// Subscribe channel bit: the full-depth book stream on the instrument sequence (Snapshot, then
+/// DeltaBatch, Trade, InstrumentStatus). A channel mask of 0 means this channel alone.
+pub const CH_BOOK: u16 = 1;
+/// Subscribe channel bit: top-N depth, conflated (Snapshots with [`SNAP_TOP`], at most one per
+/// interval), numbered by their own update counter.
+pub const CH_TOP: u16 = 2;
+/// Subscribe channel bit: Trades numbered by a per-instrument trade sequence (ignored together
+/// with [`CH_BOOK`], whose stream already carries the trades).
+pub const CH_TRADES: u16 = 4;
+/// Subscribe channel bit: Candles (1 s and 1 min) numbered by a per-instrument candle sequence.
+pub const CH_CANDLES: u16 = 8;
+/// Every channel bit defined.
+pub const CH_ALL: u16 = CH_BOOK | CH_TOP | CH_TRADES | CH_CANDLES;
+
+/// The channels a Subscribe mask selects: 0 means [`CH_BOOK`]; [`CH_TRADES`] is dropped when
+/// [`CH_BOOK`] is present (the book stream already carries the trades).
+pub const fn effective_channels(mask: u16) -> u16 {
+    let m = if mask == 0 { CH_BOOK } else { mask & CH_ALL };
+    if m & CH_BOOK != 0 {
+        m & !CH_TRADES
+    } else {
+        m
+    }
+}
 
 /// Size of a Snapshot with `bids + asks` levels.
 pub const fn snapshot_len(bids: usize, asks: usize) -> usize {
@@ -238,6 +267,26 @@ fn i64_at(b: &[u8], o: usize) -> i64 {
     u64_at(b, o) as i64
 }
 
+/// Appends a top-N view (a Snapshot with flag [`SNAP_TOP`]): `seq` is the instrument sequence it
+/// reflects, `update` the channel's update number, `crc` the checksum of the levels carried.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_top(
+    out: &mut Vec<u8>,
+    instrument: InstrumentId,
+    seq: Seq,
+    update: u32,
+    halted: bool,
+    crc: u32,
+    bids: &[Level],
+    asks: &[Level],
+) {
+    let start = out.len();
+    encode_snapshot(out, instrument, seq, halted, crc, bids, asks);
+    let flags = SNAP_TOP | if halted { SNAP_HALTED } else { 0 };
+    out[start + 2..start + 4].copy_from_slice(&flags.to_le_bytes());
+    out[start + 28..start + 32].copy_from_slice(&update.to_le_bytes());
+}
+
 /// Appends a Snapshot: `bids` and `asks` best first.
 pub fn encode_snapshot(
     out: &mut Vec<u8>,
@@ -296,8 +345,14 @@ pub struct Snapshot<'a> {
     pub seq: Seq,
     /// Whether the instrument is halted.
     pub halted: bool,
-    /// Checksum of the book (same definition as DeltaBatch's).
+    /// Checksum of the book (same definition as DeltaBatch's; of the levels carried for a top-N
+    /// view).
     pub crc: u32,
+    /// A top-N view of the [`CH_TOP`] channel (flag [`SNAP_TOP`]) rather than the whole book.
+    pub top: bool,
+    /// Top-N views: the channel's update number (gapless per instrument, from 1; a jump means
+    /// views were lost). 0 for a full Snapshot.
+    pub update: u32,
     /// Bid levels, best (highest) first.
     pub bids: Levels<'a>,
     /// Ask levels, best (lowest) first.
@@ -362,12 +417,12 @@ pub enum CandleInterval {
     Min1 = 2,
 }
 
-/// An OHLCV candle (layout defined; not emitted by the feed yet).
+/// An OHLCV candle of a closed interval (channel [`CH_CANDLES`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candle {
     /// Instrument.
     pub instrument: InstrumentId,
-    /// Instrument sequence.
+    /// Candle sequence of the instrument (its own, gapless from 1, both intervals counted).
     pub seq: Seq,
     /// Interval.
     pub interval: CandleInterval,
@@ -385,6 +440,23 @@ pub struct Candle {
     pub volume: Qty,
     /// Number of trades.
     pub trades: u32,
+}
+
+impl CandleInterval {
+    /// Length in nanoseconds.
+    pub const fn ns(self) -> u64 {
+        match self {
+            CandleInterval::Sec1 => 1_000_000_000,
+            CandleInterval::Min1 => 60_000_000_000,
+        }
+    }
+    /// `"1s"` or `"1m"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CandleInterval::Sec1 => "1s",
+            CandleInterval::Min1 => "1m",
+        }
+    }
 }
 
 impl Candle {
@@ -517,7 +589,8 @@ impl<'a> ServerMsg<'a> {
                 if total.and_then(|t| t.checked_add(SNAPSHOT_HEADER)) != Some(b.len()) {
                     return Err(DecodeError::BadLength);
                 }
-                if b2 & !SNAP_HALTED != 0 || u32_at(b, 28) != 0 {
+                let top = b2 & SNAP_TOP != 0;
+                if b2 & !(SNAP_HALTED | SNAP_TOP) != 0 || (!top && u32_at(b, 28) != 0) {
                     return Err(DecodeError::BadField);
                 }
                 let split = SNAPSHOT_HEADER + nb * LEVEL_SIZE;
@@ -529,6 +602,8 @@ impl<'a> ServerMsg<'a> {
                     seq: u64_at(b, 8),
                     halted: b2 & SNAP_HALTED != 0,
                     crc: u32_at(b, 24),
+                    top,
+                    update: u32_at(b, 28),
                     bids: Levels { bytes: bids },
                     asks: Levels { bytes: asks },
                 })
@@ -621,7 +696,9 @@ impl<'a> ServerMsg<'a> {
         }
     }
 
-    /// The sequence range the message takes (`None` for unsequenced messages and Snapshots).
+    /// The sequence range the message takes on its channel (`None` for unsequenced messages and
+    /// Snapshots). Trades received on [`CH_TRADES`] and Candles are numbered by their channel's
+    /// own sequence, not the instrument's.
     pub fn seq_range(&self) -> Option<(Seq, Seq)> {
         match self {
             ServerMsg::DeltaBatch(m) => Some((m.first_seq, m.last_seq)),
@@ -636,10 +713,18 @@ impl<'a> ServerMsg<'a> {
 /// A client message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientMsg {
-    /// Receive the instrument: a Snapshot, then every later message.
+    /// Receive the instrument: a Snapshot, then every later message (channel mask 0: [`CH_BOOK`]).
     Subscribe {
         /// Instrument.
         instrument: InstrumentId,
+    },
+    /// Receive some channels of the instrument (`channels`: `CH_*` bits, not 0; see
+    /// [`effective_channels`]). Subscribing again adds channels.
+    SubscribeChannels {
+        /// Instrument.
+        instrument: InstrumentId,
+        /// `CH_*` bits.
+        channels: u16,
     },
     /// Stop receiving the instrument.
     Unsubscribe {
@@ -666,6 +751,7 @@ impl ClientMsg {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match *self {
             ClientMsg::Subscribe { instrument } => put_head(out, MSG_SUBSCRIBE, 0, instrument),
+            ClientMsg::SubscribeChannels { instrument, channels } => put_head(out, MSG_SUBSCRIBE, channels, instrument),
             ClientMsg::Unsubscribe { instrument } => put_head(out, MSG_UNSUBSCRIBE, 0, instrument),
             ClientMsg::Resume { instrument, last_seq } => {
                 put_head(out, MSG_RESUME, 0, instrument);
@@ -688,6 +774,12 @@ impl ClientMsg {
     /// Decodes one whole message.
     pub fn decode(b: &[u8]) -> Result<ClientMsg, DecodeError> {
         let (ty, b2, instrument) = head(b)?;
+        if ty == MSG_SUBSCRIBE && b2 != 0 {
+            if b2 & !CH_ALL != 0 {
+                return Err(DecodeError::BadField);
+            }
+            return exact(b, SUBSCRIBE_SIZE).map(|_| ClientMsg::SubscribeChannels { instrument, channels: b2 });
+        }
         if b2 != 0 {
             return Err(DecodeError::BadField);
         }

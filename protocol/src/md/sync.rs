@@ -73,6 +73,9 @@ impl InstrumentSync {
             }
             return Ok(Applied::Snapshot);
         }
+        if matches!(msg, ServerMsg::Candle(_)) {
+            return Ok(Applied::Ignored); // candles have their own sequence (channel CH_CANDLES)
+        }
         let Some((first, last)) = msg.seq_range() else { return Ok(Applied::Ignored) };
         let Some(cur) = self.seq else { return Err(SyncError::NoSnapshot) };
         if last <= cur {

@@ -39,6 +39,24 @@ fn examples() -> Vec<Example> {
     fields.extend(level("side = 2 (sell)"));
     out.push(("Snapshot: instrument 7 at seq 41, bid 300 @ 10050 (2 orders), ask 150 @ 10100 (1 order)", b, fields));
 
+    let mut b = Vec::new();
+    let (tb, ta) = ([lv(10_050, 300, 2)], [lv(10_100, 150, 1)]);
+    encode_top(&mut b, 7, 41, 12, false, book::levels_crc(&tb, &ta), &tb, &ta);
+    let mut fields = f(&[
+        (1, "type = 1 (Snapshot)"),
+        (1, "version = 1"),
+        (2, "flags = 2 (bit 1: top-N view; bit 0: halted)"),
+        (4, "instrument = 7"),
+        (8, "seq = 41 (instrument sequence reflected)"),
+        (4, "bid_count = 1"),
+        (4, "ask_count = 1"),
+        (4, "crc (of the levels carried)"),
+        (4, "update = 12 (top-N channel counter)"),
+    ]);
+    fields.extend(level("side = 1 (buy)"));
+    fields.extend(level("side = 2 (sell)"));
+    out.push(("Top-N view (channel 2, N = 1): update 12, reflecting instrument seq 41", b, fields));
+
     book.apply(&up(Side::Buy, 10_050, 0, 0));
     book.apply(&up(Side::Buy, 10_040, 500, 3));
     let mut b = Vec::new();
@@ -100,7 +118,7 @@ fn examples() -> Vec<Example> {
         (1, "version = 1"),
         (2, "interval = 1 (1 s; 2 = 1 min)"),
         (4, "instrument = 7"),
-        (8, "seq = 45"),
+        (8, "seq = 45 (candle sequence)"),
         (8, "start_ns"),
         (8, "open = 10100"),
         (8, "high = 10120"),
@@ -110,7 +128,7 @@ fn examples() -> Vec<Example> {
         (4, "trades = 12"),
         (4, "reserved"),
     ]);
-    out.push(("Candle (layout only; not emitted yet): seq 45", b, fields));
+    out.push(("Candle: candle seq 45, the 1 s interval starting at start_ns (channel 8)", b, fields));
 
     let mut b = Vec::new();
     Status { instrument: 7, seq: 46, halted: true, engine_seq: 123_456 }.encode(&mut b);
@@ -149,9 +167,19 @@ fn examples() -> Vec<Example> {
 
     let head = |t: &str, i: &str| f(&[(1, t), (1, "version = 1"), (2, "reserved"), (4, i)]);
     out.push((
-        "Subscribe to instrument 7",
+        "Subscribe to instrument 7 (channels 0: the book stream, as before channels existed)",
         ClientMsg::Subscribe { instrument: 7 }.to_vec(),
-        head("type = 0x81 (Subscribe)", "instrument = 7"),
+        f(&[(1, "type = 0x81 (Subscribe)"), (1, "version = 1"), (2, "channels = 0 (book)"), (4, "instrument = 7")]),
+    ));
+    out.push((
+        "Subscribe to instrument 7, trades and candles only",
+        ClientMsg::SubscribeChannels { instrument: 7, channels: CH_TRADES | CH_CANDLES }.to_vec(),
+        f(&[
+            (1, "type = 0x81 (Subscribe)"),
+            (1, "version = 1"),
+            (2, "channels = 0x0c (4 trades | 8 candles)"),
+            (4, "instrument = 7"),
+        ]),
     ));
     out.push((
         "Unsubscribe from instrument 7",
@@ -249,6 +277,48 @@ fn bad_inputs_are_refused() {
     assert_eq!(ClientMsg::decode(&[0x81, 1, 0, 0, 1, 0, 0]), Err(DecodeError::Short));
     assert_eq!(ClientMsg::decode(&[0x81, 1, 0, 0, 1, 0, 0, 0, 0]), Err(DecodeError::BadLength));
     assert_eq!(ClientMsg::decode(&[0x01, 1, 0, 0, 1, 0, 0, 0]), Err(DecodeError::UnknownType(1)));
+    // Channel bits: defined ones only, and only on Subscribe.
+    assert_eq!(ClientMsg::decode(&[0x81, 1, 0x10, 0, 1, 0, 0, 0]), Err(DecodeError::BadField));
+    assert_eq!(ClientMsg::decode(&[0x82, 1, 0x01, 0, 1, 0, 0, 0]), Err(DecodeError::BadField));
+    assert_eq!(
+        ClientMsg::decode(&[0x81, 1, 0x0f, 0, 1, 0, 0, 0]),
+        Ok(ClientMsg::SubscribeChannels { instrument: 1, channels: CH_ALL })
+    );
+    // A full snapshot's reserved word stays reserved; a top-N view's carries its update number.
+    let mut full = Vec::new();
+    encode_snapshot(&mut full, 3, 10, false, 0, &[], &[]);
+    full[28] = 1;
+    assert_eq!(ServerMsg::decode(&full), Err(DecodeError::BadField));
+    let mut top = Vec::new();
+    encode_top(&mut top, 3, 10, 7, true, 0, &[], &[]);
+    let ServerMsg::Snapshot(t) = ServerMsg::decode(&top).unwrap() else { panic!() };
+    assert_eq!((t.top, t.update, t.halted, t.seq), (true, 7, true, 10));
+}
+
+#[test]
+fn channel_masks() {
+    assert_eq!(effective_channels(0), CH_BOOK);
+    assert_eq!(effective_channels(CH_BOOK | CH_TRADES), CH_BOOK);
+    assert_eq!(effective_channels(CH_TRADES | CH_CANDLES), CH_TRADES | CH_CANDLES);
+    assert_eq!(effective_channels(CH_TOP | CH_TRADES), CH_TOP | CH_TRADES);
+}
+
+#[test]
+fn levels_crc_matches_a_loaded_book() {
+    let mut bk = MdBook::new();
+    for p in 1..=15 {
+        bk.apply(&up(Side::Buy, p, p as u64, 1));
+        bk.apply(&up(Side::Sell, 100 + p, 1, 1));
+    }
+    let (mut b, mut a) = (Vec::new(), Vec::new());
+    bk.depth(Side::Buy, usize::MAX, &mut b);
+    bk.depth(Side::Sell, usize::MAX, &mut a);
+    assert_eq!(book::levels_crc(&b, &a), bk.crc());
+    let mut small = MdBook::new();
+    for l in &b[..3] {
+        small.apply(&up(Side::Buy, l.price, l.qty, l.orders));
+    }
+    assert_eq!(book::levels_crc(&b[..3], &[]), small.crc());
 }
 
 #[test]
