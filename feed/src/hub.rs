@@ -31,6 +31,7 @@ use candles::{Bar, Candles};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use tickwire_core::engine::Level;
+use tickwire_core::ring::book_image::ImageBook;
 use tickwire_core::{Event, EventView, InstrumentId, Seq, Side};
 use tickwire_protocol::md::book::{levels_crc, MdBook};
 use tickwire_protocol::md::{
@@ -124,6 +125,8 @@ pub struct HubStats {
     pub engine_events: u64,
     /// Engine sequence gaps seen (events lost upstream).
     pub engine_gaps: u64,
+    /// Times the books were re-seeded from a book image ([`Hub::reset_from_image`]).
+    pub engine_resyncs: u64,
     /// Resumes served from the replay window.
     pub resumes_replayed: u64,
     /// Resumes answered with a snapshot.
@@ -246,6 +249,8 @@ pub struct Hub {
     dirty: Vec<ConnId>,
     to_close: Vec<ConnId>,
     last_engine_seq: Seq,
+    /// A book image arriving in-band (resync records, see `source.rs`).
+    resync: crate::source::ResyncAssembler,
     tick: u32,
     scratch: Vec<u8>,
     levels: (Vec<Level>, Vec<Level>),
@@ -333,6 +338,7 @@ impl Hub {
             dirty: Vec::new(),
             to_close: Vec::new(),
             last_engine_seq: 0,
+            resync: Default::default(),
             tick: 0,
             scratch: Vec::new(),
             levels: (Vec::new(), Vec::new()),
@@ -389,6 +395,56 @@ impl Hub {
         self.last_engine_seq = seq;
     }
 
+    /// Re-seeds the books from a consistent image of the engine's books at engine sequence
+    /// `engine_seq` (after events were lost, or at a late start): every instrument of the image
+    /// this hub serves gets the image's levels, a new instrument sequence one above its last
+    /// (the reset takes a number, so nothing sent before can pass for its continuation), an
+    /// emptied replay window (Resume from before the reset gets resume_unavailable + Snapshot),
+    /// and each of its book subscribers gets Error feed_reset (detail: `engine_seq`) then the
+    /// Snapshot. Events up to `engine_seq` are then skipped as duplicates. The trade channel
+    /// sequence also takes a number (trades may have been lost); top-N views are refreshed.
+    /// Returns the number of instruments reset.
+    pub fn reset_from_image(&mut self, books: &[ImageBook], engine_seq: Seq) -> usize {
+        self.last_engine_seq = engine_seq;
+        self.stats.engine_resyncs += 1;
+        let mut n = 0;
+        for b in books {
+            let Some(&i) = self.index.get(&b.instrument) else { continue };
+            let seq = self.instruments[i].seq + 1;
+            self.seed_book(b.instrument, &b.bids, &b.asks, b.halted, seq);
+            let ins = &mut self.instruments[i];
+            // Frames of the lost stretch not sent yet: superseded by the Snapshot.
+            ins.pending.clear();
+            ins.fresh.clear();
+            ins.replay.clear();
+            ins.replay_bytes = 0;
+            ins.trade_seq += 1;
+            if !ins.top_subs.is_empty() && !ins.top.pending {
+                ins.top.pending = true;
+                self.top_pending.push(i);
+            }
+            let subs = std::mem::take(&mut self.instruments[i].subscribers);
+            let err = error_frame(ErrorMsg::new(ErrorCode::FeedReset, b.instrument, engine_seq));
+            let snap = self.snapshot(i);
+            for &c in &subs {
+                self.push(c, err.clone(), false);
+                self.push(c, snap.clone(), false);
+            }
+            self.instruments[i].subscribers = subs;
+            n += 1;
+        }
+        n
+    }
+
+    /// One in-band resync record; the image is applied when its last record arrives.
+    fn on_resync_record(&mut self, ev: &Event) {
+        if let Some(seq) = self.resync.on_record(ev) {
+            let books = self.resync.take_books();
+            self.reset_from_image(&books, seq);
+            self.resync.recycle(books);
+        }
+    }
+
     // ---- engine side --------------------------------------------------------------------
 
     /// Consumes engine events: books change, trades and status are encoded. Call
@@ -400,6 +456,9 @@ impl Hub {
     }
 
     fn on_event(&mut self, ev: &Event) {
+        if ev.kind == crate::source::RESYNC_KIND {
+            return self.on_resync_record(ev);
+        }
         self.stats.engine_events += 1;
         if self.last_engine_seq != 0 && ev.seq != self.last_engine_seq + 1 {
             if ev.seq <= self.last_engine_seq {
