@@ -76,6 +76,8 @@ pub struct LoadResult {
     pub achieved: f64,
     /// Ack latency from each order's intended send time, ns.
     pub hist: Histogram<u64>,
+    /// Sender lateness: actual write time − intended send time, ns (part of the ack latency).
+    pub send_lag: Histogram<u64>,
     /// Session ends other than ours (errors), if any.
     pub errors: Vec<String>,
 }
@@ -108,6 +110,7 @@ pub fn run_rate(
     let t0 = Instant::now() + START_DELAY;
     let deadline = t0 + Duration::from_secs_f64(secs + 15.0);
     let merged = Mutex::new(hist());
+    let lag_merged = Mutex::new(hist());
     let last_ack_ns = AtomicU64::new(0);
     let sent_total = AtomicU64::new(0);
     let errors = Mutex::new(Vec::<String>::new());
@@ -122,7 +125,9 @@ pub fn run_rate(
             let offset = (period_ns * si as f64 / sessions as f64) as u64;
             let sent_total = &sent_total;
             let errors = &errors;
+            let lag_merged = &lag_merged;
             sc.spawn(move || {
+                let mut lag = hist();
                 use std::io::Write;
                 let mut w = w;
                 let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -146,6 +151,7 @@ pub fn run_rate(
                     buf.clear();
                     while i < per_session && buf.len() < 60 * 1024 && offset + intended(i) <= now {
                         let side = if i % 2 == 0 { BUY } else { SELL };
+                        lag.saturating_record((now - (offset + intended(i))).max(1_000));
                         buf.extend_from_slice(&new_order(side, (stage << 32) | (i + 1), account, LOAD_PRICE, 1));
                         i += 1;
                     }
@@ -155,6 +161,7 @@ pub fn run_rate(
                     }
                 }
                 sent_total.fetch_add(i, Ordering::Relaxed);
+                lag_merged.lock().expect("lock").add(&lag).expect("same bounds");
             });
             let merged = &merged;
             let last_ack_ns = &last_ack_ns;
@@ -225,6 +232,7 @@ pub fn run_rate(
         rejected,
         achieved: if last > 0.0 { total as f64 / last } else { 0.0 },
         hist: merged.into_inner().expect("lock"),
+        send_lag: lag_merged.into_inner().expect("lock"),
         errors: errors.into_inner().expect("lock"),
     })
 }

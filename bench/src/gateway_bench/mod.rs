@@ -18,6 +18,12 @@
 //!    orders/s achieved (acknowledged / time to the last acknowledgement) and ack latency
 //!    (intended send time → `accepted` report) percentiles.
 //!
+//!    Ack latency counts from the intended send time, so it includes the sender's own lateness
+//!    (sleep granularity, shared cores), reported separately as `send_lag_*`.
+//! 3. Diagnostics: the same RTT on two more servers whose threads run with a 1 ns timer slack
+//!    (`PR_SET_TIMERSLACK`, inherited from the thread that forks them; the server is unchanged),
+//!    and what `sleep(50 µs)` (the event loop's idle step while a command is in flight) takes.
+//!
 //! The server binary is `tickwire` next to this one (`cargo build --release -p
 //! tickwire-gateway`), or `--server-bin`. Temporary directories go under `--dir` (default: the
 //! system temp directory, which must be on a real disk for `sync` to mean anything).
@@ -298,12 +304,16 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
             r.add(BENCH, "ack_p50", p.p50, "ns", &ex(vec![]));
             r.add(BENCH, "ack_p99", p.p99, "ns", &ex(vec![]));
             r.add(BENCH, "ack_p99_9", p.p99_9, "ns", &ex(vec![("max_ns", format!("{:.0}", p.max))]));
+            let lag = pct(&res.send_lag);
+            r.add(BENCH, "send_lag_p50", lag.p50, "ns", &ex(vec![("p99_ns", format!("{:.0}", lag.p99))]));
             tp_lines.push(format!(
-                "  {d:<4} offered {rate:>8.0}/s: achieved {:>8.0}/s, ack p50 {} p99 {} p99.9 {} ({} of {} sent acked{}{})",
+                "  {d:<4} offered {rate:>8.0}/s: achieved {:>8.0}/s, ack p50 {} p99 {} p99.9 {} (sender lag p50 {} p99 {}; {} of {} sent acked{}{})",
                 res.achieved,
                 us(p.p50),
                 us(p.p99),
                 us(p.p99_9),
+                us(lag.p50),
+                us(lag.p99),
                 res.acked,
                 res.sent,
                 if res.rejected > 0 { format!(", {} REJECTED", res.rejected) } else { String::new() },
