@@ -197,7 +197,18 @@ pub enum Handshake {
 }
 
 fn reject(status: &str, extra: &str) -> Handshake {
-    let response = format!("HTTP/1.1 {status}\r\nConnection: close\r\n{extra}Content-Length: 0\r\n\r\n").into_bytes();
+    // The same JSON error shape as the HTTP endpoints (`crate::hub::http`).
+    let code = match status.get(..3) {
+        Some("426") => "upgrade_required",
+        Some("431") => "request_too_large",
+        _ => "bad_request",
+    };
+    let body = format!("{{\"error\":\"{code}\",\"detail\":\"not a valid HTTP request or WebSocket upgrade\"}}");
+    let response = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes();
     Handshake::Reject { response }
 }
 
