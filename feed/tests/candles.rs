@@ -109,7 +109,9 @@ fn candle_channel_emits_closed_buckets_in_order() {
         .frames(&mut h)
         .iter()
         .map(|f| match ServerMsg::decode(&f.payload) {
-            Ok(ServerMsg::Candle(x)) => (x.seq, x.interval, x.start_ns, x.open, x.high, x.low, x.close, x.volume, x.trades),
+            Ok(ServerMsg::Candle(x)) => {
+                (x.seq, x.interval, x.start_ns, x.open, x.high, x.low, x.close, x.volume, x.trades)
+            }
             m => panic!("{m:?}"),
         })
         .collect();

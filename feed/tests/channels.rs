@@ -99,7 +99,9 @@ fn trades_only_subscriber_gets_trades_on_their_own_sequence() {
     assert!(mt.iter().all(|m| matches!(m, ServerMsg::Trade(_))), "only trades");
     let book_trades: Vec<_> = mb
         .iter()
-        .filter_map(|m| if let ServerMsg::Trade(t) = m { Some((t.trade_id, t.price, t.qty, t.aggressor)) } else { None })
+        .filter_map(
+            |m| if let ServerMsg::Trade(t) = m { Some((t.trade_id, t.price, t.qty, t.aggressor)) } else { None },
+        )
         .collect();
     let chan_trades: Vec<_> = mt
         .iter()
@@ -129,7 +131,10 @@ fn default_mask_is_the_book_stream_and_masks_add_up() {
     assert_eq!(fa, fbb, "mask 0 = book channel");
 
     let errors = |c: &mut FakeClient, h: &mut Hub| -> Vec<u16> {
-        decode(&c.frames(h)).iter().filter_map(|m| if let ServerMsg::Error(e) = m { Some(e.code) } else { None }).collect()
+        decode(&c.frames(h))
+            .iter()
+            .filter_map(|m| if let ServerMsg::Error(e) = m { Some(e.code) } else { None })
+            .collect()
     };
     // Adding nothing new: already_subscribed; trades next to the book add nothing.
     a.send_msg(&mut h, ClientMsg::SubscribeChannels { instrument: 2, channels: CH_TRADES });
@@ -302,9 +307,11 @@ fn sequences_let_a_client_detect_loss_after_conflation() {
     // Caught up: every channel is gapless.
     run(&mut h, 5);
     let m = decode(&t.frames(&mut h));
-    let trade_seqs: Vec<u64> = m.iter().filter_map(|x| if let ServerMsg::Trade(x) = x { Some(x.seq) } else { None }).collect();
+    let trade_seqs: Vec<u64> =
+        m.iter().filter_map(|x| if let ServerMsg::Trade(x) = x { Some(x.seq) } else { None }).collect();
     assert_eq!(trade_seqs, vec![1, 2, 3, 4, 5]);
-    let candle_seqs: Vec<u64> = m.iter().filter_map(|x| if let ServerMsg::Candle(x) = x { Some(x.seq) } else { None }).collect();
+    let candle_seqs: Vec<u64> =
+        m.iter().filter_map(|x| if let ServerMsg::Candle(x) = x { Some(x.seq) } else { None }).collect();
     assert!(!candle_seqs.is_empty());
     assert_eq!(candle_seqs, (1..=candle_seqs.len() as u64).collect::<Vec<_>>());
     let mut views = tops(&mut top, &mut h);
@@ -315,7 +322,12 @@ fn sequences_let_a_client_detect_loss_after_conflation() {
     let m1 = decode(&t.frames(&mut h));
     run(&mut h, 3);
     let m2 = decode(&t.frames(&mut h));
-    let seqs: Vec<u64> = m.iter().chain(&m1).chain(&m2).filter_map(|x| if let ServerMsg::Trade(x) = x { Some(x.seq) } else { None }).collect();
+    let seqs: Vec<u64> = m
+        .iter()
+        .chain(&m1)
+        .chain(&m2)
+        .filter_map(|x| if let ServerMsg::Trade(x) = x { Some(x.seq) } else { None })
+        .collect();
     assert!(seqs.windows(2).any(|w| w[1] != w[0] + 1), "the trade sequence shows the loss: {seqs:?}");
     assert_eq!(seqs.last(), Some(&68));
     // The top-N subscriber gets a fresh view after the drain, then later ones: the update number
@@ -349,4 +361,72 @@ fn encoded_once_per_channel() {
         h.stats.frames_encoded - before
     };
     assert_eq!(run(1), run(6), "frames encoded do not depend on the number of subscribers");
+}
+
+/// Over a real shard: a top-N subscriber ends with the final state of a burst (the shard wakes for
+/// the pending view), and a trades + candles subscriber gets no book messages.
+#[test]
+fn channels_over_a_socket() {
+    use std::net::TcpStream;
+    use std::time::Duration;
+    use tungstenite::Message;
+    let mut cfg = tickwire_feed::FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1]);
+    cfg.shard.top_depth = 1;
+    cfg.shard.top_interval = Duration::from_millis(50);
+    let feed = tickwire_feed::Feed::spawn(cfg).unwrap();
+    let addr = feed.local_addr();
+    let connect = |channels: u16| {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (mut ws, _) = tungstenite::client(format!("ws://{addr}/md"), s).unwrap();
+        ws.send(Message::Binary(ClientMsg::SubscribeChannels { instrument: 1, channels }.to_vec().into())).unwrap();
+        ws
+    };
+    let mut top = connect(CH_TOP);
+    let mut tc = connect(CH_TRADES | CH_CANDLES);
+    let read = |ws: &mut tungstenite::WebSocket<TcpStream>| loop {
+        if let Message::Binary(b) = ws.read().unwrap() {
+            let b: &'static [u8] = Box::leak(b.to_vec().into_boxed_slice());
+            let m = ServerMsg::decode(b).unwrap();
+            if !matches!(m, ServerMsg::Heartbeat(_)) {
+                return m;
+            }
+        }
+    };
+    // The first view (empty) answers the subscription: both connections are registered after it.
+    assert!(matches!(read(&mut top), ServerMsg::Snapshot(s) if s.top && s.update == 0));
+    tc.send(Message::Binary(ClientMsg::Ping { nonce: 1 }.to_vec().into())).unwrap();
+    loop {
+        if let Message::Binary(b) = tc.read().unwrap() {
+            if matches!(ServerMsg::decode(&b), Ok(ServerMsg::Heartbeat(h)) if h.nonce == 1) {
+                break;
+            }
+        }
+    }
+    let mut seq = 0;
+    let mut next = || {
+        seq += 1;
+        seq
+    };
+    for q in 1..=20u64 {
+        feed.publish(&[Event { seq: next(), ..delta(0, Side::Buy, 100, q) }]);
+    }
+    feed.publish(&[Event { seq: next(), ..trade(0, 100, 3, 5_000_000_000) }]);
+    feed.publish(&[Event { seq: next(), ..trade(0, 101, 1, 6_000_000_000) }]);
+    loop {
+        let ServerMsg::Snapshot(s) = read(&mut top) else { panic!("top-N only") };
+        assert!(s.top);
+        if s.bids.iter().next().map(|u| u.qty) == Some(20) {
+            assert!(s.seq >= 20, "reflects at least the 20 deltas: {}", s.seq);
+            break;
+        }
+    }
+    let m: Vec<_> = (0..3).map(|_| read(&mut tc)).collect();
+    assert!(matches!(m[0], ServerMsg::Trade(t) if t.seq == 1 && t.qty == 3), "{m:?}");
+    assert!(matches!(m[1], ServerMsg::Trade(t) if t.seq == 2 && t.qty == 1), "{m:?}");
+    assert!(
+        matches!(m[2], ServerMsg::Candle(c) if c.seq == 1 && c.start_ns == 5_000_000_000 && c.volume == 3),
+        "{m:?}"
+    );
+    feed.shutdown().unwrap();
 }

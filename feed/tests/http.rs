@@ -19,11 +19,31 @@ const S: u64 = 1_000_000_000;
 const T0: u64 = 28_333_333 * 60 * S; // a whole minute
 
 fn delta(seq: u64, side: Side, price: i64, qty: u64, orders: u32) -> Event {
-    Event { seq, kind: EventKind::LevelDelta as u8, side: side as u8, instrument: 1, aux32: orders, aux64: T0, price, qty, ..Event::default() }
+    Event {
+        seq,
+        kind: EventKind::LevelDelta as u8,
+        side: side as u8,
+        instrument: 1,
+        aux32: orders,
+        aux64: T0,
+        price,
+        qty,
+        ..Event::default()
+    }
 }
 
 fn trade(seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
-    Event { seq, kind: EventKind::Trade as u8, side: Side::Buy as u8, instrument: 1, order_id: seq, aux64: ts_ns, price, qty, ..Event::default() }
+    Event {
+        seq,
+        kind: EventKind::Trade as u8,
+        side: Side::Buy as u8,
+        instrument: 1,
+        order_id: seq,
+        aux64: ts_ns,
+        price,
+        qty,
+        ..Event::default()
+    }
 }
 
 /// Sends `raw`, reads until the server closes; `(status, head, body)`.
@@ -144,7 +164,10 @@ fn candles_endpoint() {
     // from / to select by start_ns (from inclusive, to exclusive).
     let (st, body) = get(addr, &format!("/candles?instrument=1&interval=1s&from={}&to={}", T0, T0 + S));
     assert_eq!(st, 200);
-    assert_eq!(body, format!("{{\"instrument\":1,\"interval\":\"1s\",\"from\":{T0},\"to\":{},\"candles\":[{c0}]}}", T0 + S));
+    assert_eq!(
+        body,
+        format!("{{\"instrument\":1,\"interval\":\"1s\",\"from\":{T0},\"to\":{},\"candles\":[{c0}]}}", T0 + S)
+    );
     // The minute is still open.
     let (st, body) = get(addr, "/candles?interval=1m&instrument=1");
     assert_eq!(st, 200);
@@ -157,7 +180,10 @@ fn errors_limits_and_garbage() {
     let f = feed();
     let addr = f.local_addr();
     let err = |status: u16, body: &str, code: &str| {
-        assert!(body.starts_with(&format!("{{\"error\":\"{code}\",\"detail\":\"")) && body.ends_with("\"}"), "{status}: {body}");
+        assert!(
+            body.starts_with(&format!("{{\"error\":\"{code}\",\"detail\":\"")) && body.ends_with("\"}"),
+            "{status}: {body}"
+        );
     };
     for target in [
         "/snapshot",
@@ -187,7 +213,8 @@ fn errors_limits_and_garbage() {
         err(st, &body, "not_found");
     }
     for method in ["POST", "HEAD", "DELETE", "PUT"] {
-        let (st, head, body) = request(addr, format!("{method} /snapshot?instrument=1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let (st, head, body) =
+            request(addr, format!("{method} /snapshot?instrument=1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         assert_eq!(st, 405, "{method}");
         assert!(head.contains("\r\nAllow: GET"), "{head}");
         err(st, &body, "method_not_allowed");
@@ -229,8 +256,31 @@ fn answer(chunks: &[Vec<u8>]) -> (Vec<u8>, bool) {
 
 fn target_strategy() -> impl Strategy<Value = String> {
     let word = prop::sample::select(vec![
-        "/snapshot", "/candles", "?", "&", "=", "instrument", "depth", "interval", "from", "to", "1", "2", "1s", "1m",
-        "0", "99999999999999999999999", "-", "%20", "\u{e9}", " ", "\t", "/", "=1", "&&", "??",
+        "/snapshot",
+        "/candles",
+        "?",
+        "&",
+        "=",
+        "instrument",
+        "depth",
+        "interval",
+        "from",
+        "to",
+        "1",
+        "2",
+        "1s",
+        "1m",
+        "0",
+        "99999999999999999999999",
+        "-",
+        "%20",
+        "\u{e9}",
+        " ",
+        "\t",
+        "/",
+        "=1",
+        "&&",
+        "??",
     ]);
     prop::collection::vec(word, 0..12).prop_map(|v| v.concat())
 }
