@@ -552,7 +552,9 @@ impl Hub {
         }
     }
 
-    /// Ends a wake-up: [`Hub::publish_at`] with the last time given.
+    /// Ends a wake-up: [`Hub::publish_at`] with the time of the last call that gave one
+    /// (`publish_at`, `on_timer`, `on_tick_at`; 0 before any). Callers that use top-N views should
+    /// call `publish_at` (and `on_timer` at [`Hub::next_deadline`]) instead.
     pub fn publish(&mut self) -> &[ConnId] {
         let now = self.now_ns;
         self.publish_at(now)
