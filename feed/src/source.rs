@@ -573,3 +573,83 @@ impl Drop for ImagePublisher {
         let _ = self.stop_thread();
     }
 }
+
+/// Writes the server's DURABLE event stream into a shared-memory ring for external feed shard
+/// processes (`tickwire-feed --shm PATH`), so they never see an event whose command is not yet
+/// journaled (the engine's own outbound ring is not gated by the journal).
+///
+/// Private fields are redacted: only market data (level deltas, trades, instrument status) keeps
+/// its fields; every other event keeps `seq`, `cmd_seq`, `kind` and `instrument` and is zeroed
+/// otherwise, so a shard process learns nothing about accounts or orders. Ring sequence == event
+/// `seq` (the ring starts at the engine's next event sequence), which the book-image resync needs.
+/// The writer never waits: the ring has no gating consumers; slow shards get lapped and resync.
+pub struct MdRingWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+/// Keeps only market-data fields of an event (see [`MdRingWriter`]).
+pub fn redact(ev: &Event) -> Event {
+    use tickwire_core::EventKind as K;
+    match ev.kind() {
+        Some(K::LevelDelta | K::Trade | K::InstrumentStatus) => *ev,
+        _ => Event { seq: ev.seq, cmd_seq: ev.cmd_seq, kind: ev.kind, instrument: ev.instrument, ..Event::default() },
+    }
+}
+
+impl MdRingWriter {
+    /// Creates the ring at `path` (`capacity` records, first sequence `first_seq` = the engine's
+    /// next event sequence) and returns the sender to give every durable event batch to, plus the
+    /// running writer thread.
+    pub fn spawn(path: &Path, capacity: usize, first_seq: Seq) -> Result<(FeedSender, MdRingWriter), RingError> {
+        let ring = tickwire_core::ring::RingBuffer::<Event>::create_shm(path, capacity, first_seq)?;
+        let (mut producer, _) = ring.into_single_producer(0, tickwire_core::ring::WaitStrategyKind::default());
+        let (tx, rx) = crossbeam_channel::unbounded::<Vec<Event>>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tickwire-md-ring".into())
+            .spawn(move || {
+                let mut written = 0u64;
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(20)) {
+                        Ok(batch) => {
+                            for ev in &batch {
+                                debug_assert_eq!(ev.seq, producer.next_seq(), "md ring: event sequence gap");
+                                // No gating consumers: never waits.
+                                let _ = producer.try_push(&redact(ev));
+                            }
+                            producer.publish();
+                            written += batch.len() as u64;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    }
+                    // Acquire: pairs with the Release store in `stop`.
+                    if stop2.load(Ordering::Acquire) && rx.is_empty() {
+                        break;
+                    }
+                }
+                written
+            })
+            .map_err(|e| RingError::Io(path.to_path_buf(), e))?;
+        Ok((FeedSender { tx, notifier: Arc::new(OnceLock::new()) }, MdRingWriter { stop, thread: Some(thread) }))
+    }
+
+    /// Writes what was already sent, stops the thread; returns the number of events written.
+    pub fn stop(mut self) -> u64 {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> u64 {
+        // Release: pairs with the Acquire load in the writer loop.
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for MdRingWriter {
+    fn drop(&mut self) {
+        let _ = self.stop_thread();
+    }
+}

@@ -82,6 +82,11 @@ pub struct ServerConfig {
     /// it) instead of refusing to start. Only from the command line (`--truncate-at-corruption`):
     /// an operator's explicit decision after reading the refusal, never a configured default.
     pub truncate_at_corruption: bool,
+    /// Shared-memory ring of durable, redacted events for external feed shard processes
+    /// (`tickwire-feed --shm PATH`), with its book image beside it; `None` = not written.
+    pub md_shm: Option<PathBuf>,
+    /// Records in that ring (power of two).
+    pub md_shm_capacity: usize,
 }
 
 /// The in-process market-data feed.
@@ -167,6 +172,8 @@ impl ServerConfig {
             feed: Some(FeedSettings { listen: addr("127.0.0.1:9002"), shards: 1 }),
             is_demo: true,
             truncate_at_corruption: false,
+            md_shm: None,
+            md_shm_capacity: 1 << 20,
         }
     }
 
@@ -272,6 +279,13 @@ impl ServerConfig {
             None => Durability::Sync,
             Some(s) => s.parse().map_err(|e: tickwire_journal::JournalError| ServerConfigError(e.to_string()))?,
         };
+        let (md_shm, md_shm_capacity) = match &f.feed {
+            Some(fd) => (fd.shm_ring.as_ref().map(PathBuf::from), fd.shm_ring_capacity.unwrap_or(d.md_shm_capacity)),
+            None => (None, d.md_shm_capacity),
+        };
+        if !md_shm_capacity.is_power_of_two() {
+            return Err(ServerConfigError(format!("feed.shm_ring_capacity {md_shm_capacity} is not a power of two")));
+        }
         let feed = match f.feed {
             None => d.feed.clone(),
             Some(fd) if fd.enabled == Some(false) => None,
@@ -292,6 +306,8 @@ impl ServerConfig {
             feed,
             is_demo: false,
             truncate_at_corruption: false,
+            md_shm,
+            md_shm_capacity,
         })
     }
 
@@ -423,6 +439,8 @@ struct FeedSection {
     enabled: Option<bool>,
     listen: Option<String>,
     shards: Option<usize>,
+    shm_ring: Option<String>,
+    shm_ring_capacity: Option<usize>,
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ struct Parts {
     journaler: Journaler,
     pipeline: Pipeline,
     feed: Option<Feed>,
+    /// The shared-memory ring writer and book-image publisher for external shards, if enabled.
+    md_shm: Option<(tickwire_feed::source::MdRingWriter, tickwire_feed::source::ImagePublisher)>,
     log: Rc<RefCell<RejectLog>>,
     snapshot_dir: std::path::PathBuf,
 }
@@ -193,6 +195,19 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
             )
         }
     };
+    // Durable events for external shard processes: a redacted shm ring and its book image.
+    let mut md_writers = None;
+    if let Some(path) = &cfg.md_shm {
+        let (ring_tx, ring) = tickwire_feed::source::MdRingWriter::spawn(path, cfg.md_shm_capacity, engine.next_event_seq())
+            .map_err(err(&format!("market-data ring {}", path.display())))?;
+        let (image_tx, image) = tickwire_feed::source::ImagePublisher::spawn_channel(
+            &tickwire_feed::source::image_path_for(path),
+            &tickwire_feed::seed_from_engine(&engine),
+            Default::default(),
+        )
+        .map_err(err("book image"))?;
+        md_writers = Some(((ring_tx, image_tx), (ring, image)));
+    }
     let mut pcfg = PipelineConfig::new(cfg.engine.clone());
     pcfg.inbound_side_consumers = 1;
     let (mut pipeline, mut consumers) = Pipeline::start_with_engine(engine, pcfg, 1).map_err(err("pipeline"))?;
@@ -200,7 +215,12 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
     let journaler = Journaler::spawn(writer, side).map_err(err("journaler"))?;
     let mut consumer = consumers.pop().ok_or_else(|| ServerError("pipeline: no event consumer".into()))?;
     consumer.set_durable(journaler.durable().sequence());
-    let senders = feed.as_ref().map(|f| f.senders().to_vec()).unwrap_or_default();
+    let mut senders = feed.as_ref().map(|f| f.senders().to_vec()).unwrap_or_default();
+    let md_shm = md_writers.map(|((ring_tx, image_tx), handles)| {
+        senders.push(ring_tx);
+        senders.push(image_tx);
+        handles
+    });
     let lp = EventLoop::new(listener, hub, pipeline.producer(), consumer, senders, log.clone(), cfg.net.clone(), last_cmd_seq)
         .map_err(err("event loop"))?;
     let info = StartInfo {
@@ -213,11 +233,11 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
         rebuild: rb,
         durability: cfg.durability,
     };
-    Ok(Parts { info, lp, journaler, pipeline, feed, log, snapshot_dir: cfg.data_dir.join("snapshots") })
+    Ok(Parts { info, lp, journaler, pipeline, feed, md_shm, log, snapshot_dir: cfg.data_dir.join("snapshots") })
 }
 
 fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
-    let Parts { info, mut lp, journaler, pipeline, feed, log, snapshot_dir } = parts;
+    let Parts { info, mut lp, journaler, pipeline, feed, md_shm, log, snapshot_dir } = parts;
     let _ = ready.send(Ok((info, lp.stop_handle())));
     let run = lp.run();
     let stats = lp.stats();
@@ -229,6 +249,10 @@ fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
         if let Err(e) = f.shutdown() {
             eprintln!("tickwire: feed: {e}");
         }
+    }
+    if let Some((ring, image)) = md_shm {
+        ring.stop();
+        image.stop();
     }
     log.borrow_mut().sync();
     run.map_err(err("event loop"))?;

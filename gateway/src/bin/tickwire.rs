@@ -52,6 +52,10 @@ struct ServeArgs {
     /// everything after it) instead of refusing to start. Read the refusal message first.
     #[arg(long)]
     truncate_at_corruption: bool,
+    /// Also write the durable market-data events to this shared-memory ring (and PATH.image) for
+    /// external `tickwire-feed --shm PATH` shard processes (overrides `[feed] shm_ring`).
+    #[arg(long)]
+    feed_shm: Option<std::path::PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -100,6 +104,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         cfg.durability = d.parse::<Durability>()?;
     }
     cfg.truncate_at_corruption = a.truncate_at_corruption;
+    if let Some(p) = a.feed_shm {
+        cfg.md_shm = Some(p);
+    }
     install_signal_handlers();
     let mut out = std::io::stdout();
     writeln!(out, "tickwire {} starting", env!("CARGO_PKG_VERSION"))?;
@@ -158,6 +165,14 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     writeln!(out, "recovered-state-hash: {:#018x}", i.recovered_hash)?;
     if let Some(f) = i.feed {
         writeln!(out, "market-data: ws://{f}/")?;
+    }
+    if let Some(p) = &cfg.md_shm {
+        writeln!(
+            out,
+            "market-data-ring: {} (+ .image; attach shards with: tickwire-feed --shm {} --listen ADDR)",
+            p.display(),
+            p.display()
+        )?;
     }
     writeln!(out, "order-entry: {}", i.order_entry)?;
     writeln!(out, "ready (SIGINT or SIGTERM to stop)")?;
