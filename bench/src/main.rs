@@ -3,6 +3,7 @@
 
 mod c100k;
 mod journal_bench;
+mod fanout;
 mod match_bench;
 mod report;
 mod workload;
@@ -31,6 +32,8 @@ pub struct Common {
 enum Bench {
     /// Matching engine: direct and through the rings, vs matchcore.
     Match(Common),
+    /// Market-data fan-out to K WebSocket subscribers (client processes), vs tokio-tungstenite.
+    Fanout(fanout::FanoutArgs),
     /// Command journal (sync group commit, ack latency, replay) and snapshots, vs raw fdatasync.
     Journal(journal_bench::JournalArgs),
     /// Many market-data subscribers (10K..1M): feed shard processes on one port, client processes
@@ -48,6 +51,7 @@ fn main() {
     let cli = Cli::parse();
     match cli.bench {
         Bench::Match(c) => match_bench::run(&c),
+        Bench::Fanout(a) => fanout::run(&a),
         Bench::Journal(a) => journal_bench::run(&a),
         Bench::C100k(a) => c100k::run(&a),
         Bench::C100kClient(a) => c100k::client::run(a),

@@ -1,0 +1,390 @@
+//! `tickwire-bench fanout`: market-data fan-out to K WebSocket subscribers held by two separate
+//! client processes, Tickwire's feed (epoll and/or io_uring backend) against two tokio +
+//! tokio-tungstenite + `tokio::sync::broadcast` baselines (`naive`, `tuned`), same clients, same
+//! stream, same run.
+//!
+//! Every server runs in its own process (this binary, `--role server`) with a publisher thread: a
+//! real engine on random order flow, paced at R market-data updates/s (level deltas and trades;
+//! one update alone is a 64-byte DeltaBatch payload). The baselines broadcast exactly the
+//! payloads Tickwire's hub produces for the same batches. Clients (`--role client`, two
+//! processes, sources 127.0.1.x and 127.0.2.x) subscribe to every instrument, check the
+//! per-instrument sequences and record latency from the engine timestamp to receive. The
+//! coordinator measures server RSS (idle subscribers), CPU of server and clients, then a phase
+//! at 100 updates/s and a sweep of rising rates until delivery stops keeping up.
+
+mod client;
+mod server;
+
+use crate::report::Report;
+use crate::Common;
+use hdrhistogram::Histogram;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tickwire_feed::BackendKind;
+
+const BENCH: &str = "fanout";
+/// Instruments in the stream (every subscriber takes all of them).
+const INSTRUMENTS: u32 = 4;
+/// Client processes.
+const CLIENTS: usize = 2;
+/// Fixed-rate phase: updates/s (every subscriber receives all of them).
+const FIXED_RATE: u64 = 100;
+
+/// Arguments of `tickwire-bench fanout`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscriber counts (comma-separated; default: 2000 with --quick, else 10000,18000).
+    #[arg(long, value_delimiter = ',')]
+    pub subscribers: Vec<usize>,
+    /// Tickwire backend(s): epoll, uring or both.
+    #[arg(long, default_value = "both")]
+    pub backend: String,
+    /// Servers to run (comma-separated from tickwire, naive, tuned).
+    #[arg(long, value_delimiter = ',', default_value = "tickwire,naive,tuned")]
+    pub servers: Vec<String>,
+    /// Internal: server or client process.
+    #[arg(long, hide = true)]
+    pub role: Option<String>,
+    /// Internal (server): tickwire, naive or tuned.
+    #[arg(long, hide = true, default_value = "tickwire")]
+    pub kind: String,
+    /// Internal (client): server address.
+    #[arg(long, hide = true)]
+    pub addr: Option<std::net::SocketAddr>,
+    /// Internal (client): first three octets of the source addresses.
+    #[arg(long, hide = true, default_value = "127.0.1")]
+    pub src_net: String,
+    /// Internal (client): subscribers to hold.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub count: usize,
+}
+
+struct Plan {
+    ks: Vec<usize>,
+    fixed_secs: f64,
+    step_secs: f64,
+    warmup_secs: f64,
+    rates: &'static [u64],
+}
+
+/// Entry point (coordinator, or a child role).
+pub fn run(a: &FanoutArgs) {
+    match a.role.as_deref() {
+        Some("server") => {
+            let b: BackendKind = a.backend.parse().unwrap_or_else(|e| panic!("{e}"));
+            return server::run(&a.kind, b, INSTRUMENTS);
+        }
+        Some("client") => return client::run(a.addr.expect("--addr"), &a.src_net, a.count, INSTRUMENTS),
+        Some(r) => panic!("unknown role {r}"),
+        None => {}
+    }
+    let plan = if a.common.quick {
+        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, rates: &[1000, 3000, 10_000, 30_000] }
+    } else {
+        Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, rates: &[300, 1000, 3000, 10_000, 30_000, 100_000] }
+    };
+    let ks = if a.subscribers.is_empty() { plan.ks.clone() } else { a.subscribers.clone() };
+    let backends: Vec<BackendKind> = match a.backend.as_str() {
+        "both" => BackendKind::ALL.to_vec(),
+        b => vec![b.parse().unwrap_or_else(|e| panic!("--backend: {e}"))],
+    };
+    let mut servers: Vec<(&'static str, Option<BackendKind>)> = Vec::new();
+    for s in &a.servers {
+        match s.as_str() {
+            "tickwire" => {
+                for &b in &backends {
+                    match b.available() {
+                        Ok(()) => servers.push(("tickwire", Some(b))),
+                        Err(why) => eprintln!("fanout: skipping tickwire on {b}: {why}"),
+                    }
+                }
+            }
+            "naive" => servers.push(("naive", None)),
+            "tuned" => servers.push(("tuned", None)),
+            s => panic!("--servers: unknown {s}"),
+        }
+    }
+    let mut rep = Report::new(a.common.json);
+    rep.note(&format!(
+        "fanout: {} instruments, {CLIENTS} client processes, fixed phase {FIXED_RATE} updates/s per subscriber for {}s, sweep {:?} updates/s ({}s steps); machine: {} cores shared by server, publisher and clients",
+        INSTRUMENTS,
+        plan.fixed_secs,
+        plan.rates,
+        plan.step_secs,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    for &k in &ks {
+        let mut best: Vec<(&'static str, String, f64, bool)> = Vec::new();
+        for &(kind, b) in &servers {
+            let backend = b.map_or("tokio".to_string(), |b| b.name().to_string());
+            match run_one(&mut rep, &plan, kind, b, &backend, k) {
+                Ok((sat, saturated)) => best.push((kind, backend, sat, saturated)),
+                Err(e) => rep.note(&format!("fanout: {kind}/{backend} with {k} subscribers failed: {e}")),
+            }
+        }
+        let tuned = best.iter().find(|x| x.0 == "tuned").map(|x| x.2);
+        if let Some(t) = tuned.filter(|&t| t > 0.0) {
+            for (kind, backend, v, _) in &best {
+                if *kind == "tickwire" {
+                    rep.add(BENCH, "delivered_ratio_vs_tungstenite", v / t, "x", &[("backend", backend.clone()), ("server", kind.to_string()), ("subscribers", k.to_string())]);
+                }
+            }
+        }
+        for (kind, backend, _, saturated) in &best {
+            if !saturated {
+                rep.note(&format!("fanout: {kind}/{backend} at {k} subscribers kept up at the highest sweep rate: its saturation figure is a lower bound"));
+            }
+        }
+    }
+    rep.finish();
+}
+
+/// A child process of this binary with line-oriented stdin/stdout.
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[String]) -> Result<Proc, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("fanout")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Proc { child, stdin, lines })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn send(&mut self, l: &str) {
+        let _ = writeln!(self.stdin, "{l}");
+        let _ = self.stdin.flush();
+    }
+
+    fn expect(&self, prefix: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Ok(l),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no {prefix:?} from pid {} within {timeout:?}", self.pid())),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.send("QUIT");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmRSS of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// User + system CPU time of a process, in seconds.
+fn cpu(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (t(11) + t(12)) / hz // utime, stime (fields 14 and 15)
+}
+
+/// What the clients saw in one measured window.
+#[derive(Default)]
+struct Window {
+    updates: u64,
+    msgs: u64,
+    gaps: u64,
+    missing: u64,
+    snapshots: u64,
+    errors: u64,
+    dead: u64,
+    secs: f64,
+    cpu_server: f64,
+    cpu_clients: f64,
+    hist: Option<Histogram<u64>>,
+}
+
+impl Window {
+    fn pct(&self, q: f64) -> f64 {
+        self.hist.as_ref().map_or(f64::NAN, |h| h.value_at_quantile(q) as f64)
+    }
+}
+
+fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f64) -> Result<Window, String> {
+    srv.send(&format!("RATE {rate}"));
+    std::thread::sleep(Duration::from_secs_f64(warmup));
+    for c in clients.iter_mut() {
+        c.send("RESET");
+    }
+    let t0 = Instant::now();
+    let s0 = cpu(srv.pid());
+    let c0: f64 = clients.iter().map(|c| cpu(c.pid())).sum();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    for c in clients.iter_mut() {
+        c.send("REPORT");
+    }
+    let mut w = Window { hist: Some(Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?), ..Window::default() };
+    for c in clients.iter() {
+        let st = c.expect("STATS", Duration::from_secs(30))?;
+        let v: Vec<u64> = st.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 7 {
+            return Err(format!("bad stats line {st:?}"));
+        }
+        w.updates += v[0];
+        w.msgs += v[1];
+        w.gaps += v[2];
+        w.missing += v[3];
+        w.snapshots += v[4];
+        w.errors += v[5];
+        w.dead += v[6];
+        let h = c.expect("HIST", Duration::from_secs(30))?;
+        if let Some(hist) = w.hist.as_mut() {
+            for pair in h.split_whitespace().skip(1) {
+                if let Some((a, b)) = pair.split_once(':') {
+                    if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
+                        let _ = hist.record_n(a, b);
+                    }
+                }
+            }
+        }
+        c.expect("END", Duration::from_secs(30))?;
+    }
+    w.secs = t0.elapsed().as_secs_f64();
+    w.cpu_server = (cpu(srv.pid()) - s0) / w.secs * 100.0;
+    w.cpu_clients = (clients.iter().map(|c| cpu(c.pid())).sum::<f64>() - c0) / w.secs * 100.0;
+    srv.send("RATE 0");
+    Ok(w)
+}
+
+/// Whether a window kept up: every expected update arrived, in sequence, with bounded latency.
+fn kept_up(w: &Window, k: usize, rate: u64) -> bool {
+    let expected = k as f64 * rate as f64 * w.secs;
+    w.gaps == 0 && w.snapshots == 0 && w.dead == 0 && w.updates as f64 >= 0.95 * expected && w.pct(0.99) < 250_000.0
+}
+
+/// Runs one server with `k` subscribers; returns (highest delivered/s that kept up, whether a
+/// sweep step failed).
+fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendKind>, backend: &str, k: usize) -> Result<(f64, bool), String> {
+    eprintln!("fanout: {kind}/{backend}, {k} subscribers");
+    let mut srv = Proc::spawn(&["--role".into(), "server".into(), "--kind".into(), kind.into(), "--backend".into(), b.unwrap_or_default().name().into()])?;
+    let ready = srv.expect("READY", Duration::from_secs(30))?;
+    let port: u16 = ready.split_whitespace().nth(1).and_then(|p| p.parse().ok()).ok_or("bad READY line")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss0 = rss(srv.pid());
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let n = k / CLIENTS + usize::from(c < k % CLIENTS);
+        clients.push(Proc::spawn(&[
+            "--role".into(),
+            "client".into(),
+            "--addr".into(),
+            format!("127.0.0.1:{port}"),
+            "--src-net".into(),
+            format!("127.0.{}", c + 1),
+            "--count".into(),
+            n.to_string(),
+        ])?);
+    }
+    for c in &clients {
+        c.expect("CONNECTED", Duration::from_secs(300))?;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss1 = rss(srv.pid());
+    let tags = |extra: &[(&'static str, String)]| {
+        let mut v = vec![("backend", backend.to_string()), ("server", kind.to_string()), ("subscribers", k.to_string())];
+        v.extend_from_slice(extra);
+        v
+    };
+    rep.add(BENCH, "rss_per_sub_bytes", rss1.saturating_sub(rss0) as f64 / k as f64, "bytes", &tags(&[]));
+
+    let w = measure(&mut srv, &mut clients, FIXED_RATE, plan.warmup_secs, plan.fixed_secs)?;
+    let fixed = tags(&[("phase", "fixed".into()), ("rate", FIXED_RATE.to_string())]);
+    report_window(rep, &w, &fixed);
+
+    let mut best = if kept_up(&w, k, FIXED_RATE) { w.updates as f64 / w.secs } else { 0.0 };
+    let mut saturated = !kept_up(&w, k, FIXED_RATE);
+    let mut best_rate = FIXED_RATE;
+    for &rate in plan.rates {
+        if saturated {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let w = measure(&mut srv, &mut clients, rate, plan.warmup_secs, plan.step_secs)?;
+        let ok = kept_up(&w, k, rate);
+        let t = tags(&[("phase", "sweep".into()), ("rate", rate.to_string()), ("kept_up", ok.to_string())]);
+        rep.add(BENCH, "sweep_delivered_per_sec", w.updates as f64 / w.secs, "upd/s", &t);
+        rep.add(BENCH, "sweep_latency_p99", w.pct(0.99), "us", &t);
+        rep.add(BENCH, "sweep_cpu_server", w.cpu_server, "%", &t);
+        if w.gaps > 0 || w.snapshots > 0 || w.dead > 0 {
+            rep.add(BENCH, "sweep_gaps", (w.gaps + w.snapshots + w.dead) as f64, "count", &t);
+        }
+        if ok {
+            best = best.max(w.updates as f64 / w.secs);
+            best_rate = rate;
+        } else {
+            saturated = true;
+        }
+    }
+    rep.add(BENCH, "delivered_per_sec", best, "upd/s", &tags(&[("phase", "saturation".into()), ("rate", best_rate.to_string())]));
+    drop(clients);
+    drop(srv);
+    std::thread::sleep(Duration::from_millis(500));
+    Ok((best, saturated))
+}
+
+fn report_window(rep: &mut Report, w: &Window, t: &[(&'static str, String)]) {
+    rep.add(BENCH, "delivered_per_sec", w.updates as f64 / w.secs, "upd/s", t);
+    rep.add(BENCH, "messages_per_sec", w.msgs as f64 / w.secs, "msg/s", t);
+    rep.add(BENCH, "latency_p50", w.pct(0.5), "us", t);
+    rep.add(BENCH, "latency_p99", w.pct(0.99), "us", t);
+    rep.add(BENCH, "latency_p99_9", w.pct(0.999), "us", t);
+    rep.add(BENCH, "cpu_server", w.cpu_server, "%", t);
+    rep.add(BENCH, "cpu_clients", w.cpu_clients, "%", t);
+    rep.add(BENCH, "gaps", (w.gaps + w.snapshots + w.dead + w.errors) as f64, "count", t);
+}
