@@ -130,6 +130,12 @@ impl Recovered {
 
     /// Feeds every command from `from_seq` to `engine`, events to `sink`. Returns the number of
     /// commands replayed.
+    ///
+    /// Each record is read and CRC-checked again as it is fed. If that fails (an I/O error, or a
+    /// file changed since [`recover`]), the error is returned **after the commands before it were
+    /// applied**: `engine` then holds a prefix of the journal and must be discarded.
+    /// [`crate::recover_engine`] (the server's start) does not use this: it validates and replays
+    /// in one pass.
     pub fn replay_into<S: EventSink + ?Sized>(&self, engine: &mut Engine, sink: &mut S) -> Result<u64> {
         let mut n = 0;
         for c in self.commands() {
@@ -201,10 +207,35 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn note(&mut self, msg: String) {
-        let msg = if self.opts.read_only { format!("(read-only, not applied) {msg}") } else { msg };
+        let msg = note_text(self.opts, msg);
         log(&msg);
         self.notes.push(msg);
     }
+}
+
+/// A note as recorded in [`Recovered::notes`] (and logged).
+fn note_text(opts: RecoverOptions, msg: String) -> String {
+    if opts.read_only {
+        format!("(read-only, not applied) {msg}")
+    } else {
+        msg
+    }
+}
+
+/// "what is left" part of the truncation notes.
+fn last_left(last_seq: Option<Seq>) -> String {
+    match last_seq {
+        Some(s) => format!("last sequence {s}"),
+        None => "no records left in it".to_string(),
+    }
+}
+
+fn torn_tail_note(path: &Path, offset: u64, error: DecodeError, dropped: u64, last_seq: Option<Seq>) -> String {
+    format!(
+        "{}: torn tail at offset {offset} ({error}): truncated to the last whole record, {dropped} bytes dropped, {}",
+        path.display(),
+        last_left(last_seq)
+    )
 }
 
 fn set_len(path: &Path, len: u64) -> Result<()> {
@@ -231,13 +262,23 @@ fn remove(path: &Path) -> Result<()> {
 /// is removed; so is an empty last segment. Unless `read_only`, the directory stays locked by
 /// the returned [`Recovered`] until a [`crate::JournalWriter::open`] takes it over (or it drops).
 pub fn recover(dir: &Path, opts: RecoverOptions) -> Result<Recovered> {
+    let lock = check_and_lock(dir, opts)?;
+    recover_locked(dir, opts, lock)
+}
+
+/// The checks [`recover`] starts with, then the directory lock (unless read-only).
+fn check_and_lock(dir: &Path, opts: RecoverOptions) -> Result<Option<DirLock>> {
     if !dir.exists() {
         return Err(JournalError::NotFound(dir.to_path_buf()));
     }
     if !dir.is_dir() {
         return Err(JournalError::Config(format!("{} is not a directory", dir.display())));
     }
-    let lock = if opts.read_only { None } else { Some(DirLock::acquire(dir)?) };
+    Ok(if opts.read_only { None } else { Some(DirLock::acquire(dir)?) })
+}
+
+/// [`recover`] once the directory is locked (`lock`: `None` when read-only).
+pub(crate) fn recover_locked(dir: &Path, opts: RecoverOptions, lock: Option<DirLock>) -> Result<Recovered> {
     let files = list_segments(dir)?;
     let mut notes = Vec::new();
     let mut ctx = Ctx { opts, notes: &mut notes };
@@ -332,18 +373,9 @@ pub fn recover(dir: &Path, opts: RecoverOptions) -> Result<Recovered> {
                 });
             }
             truncated_bytes += scan.garbage_bytes;
-            let last = match info.last_seq() {
-                Some(s) => format!("last sequence {s}"),
-                None => "no records left in it".to_string(),
-            };
+            let last = last_left(info.last_seq());
             if tail {
-                ctx.note(format!(
-                    "{}: torn tail at offset {} ({}): truncated to the last whole record, {} bytes dropped, {last}",
-                    path.display(),
-                    stop.offset,
-                    stop.error,
-                    scan.garbage_bytes
-                ));
+                ctx.note(torn_tail_note(path, stop.offset, stop.error, scan.garbage_bytes, info.last_seq()));
             } else {
                 ctx.note(format!(
                     "{}: CORRUPT record at offset {} ({}): truncating the journal there as requested, {} bytes of \
@@ -460,14 +492,17 @@ impl Iterator for RecordIter {
                 let at = self.off - (self.buf.len() - self.pos) as u64;
                 let r = decode_record(&self.buf[self.pos..]);
                 self.pos += RECORD_LEN;
-                let path = self.file.as_ref().map(|f| f.1.clone()).unwrap_or_default();
                 let r = match r {
                     Ok(r) if r.seq == self.expected => r,
                     Ok(r) => {
                         let error = DecodeError::SequenceGap { expected: self.expected, found: r.seq };
+                        let path = self.file.as_ref().map(|f| f.1.clone()).unwrap_or_default();
                         return self.fail(JournalError::Corrupt { path, offset: at, error, valid_after: None });
                     }
-                    Err(error) => return self.fail(JournalError::Corrupt { path, offset: at, error, valid_after: None }),
+                    Err(error) => {
+                        let path = self.file.as_ref().map(|f| f.1.clone()).unwrap_or_default();
+                        return self.fail(JournalError::Corrupt { path, offset: at, error, valid_after: None });
+                    }
                 };
                 self.expected += 1;
                 if r.seq > self.to {
@@ -511,5 +546,245 @@ impl Iterator for RecordIter {
             self.end = seg.data_end;
             self.expected = start;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single-pass recovery (used by `recover_engine`).
+// ---------------------------------------------------------------------------------------------
+
+/// One segment file mapped read-only (a file too short to map is held as empty bytes).
+pub(crate) enum SegmentBytes {
+    Map(memmap2::Mmap),
+    Empty,
+}
+
+impl std::ops::Deref for SegmentBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SegmentBytes::Map(m) => m,
+            SegmentBytes::Empty => &[],
+        }
+    }
+}
+
+fn map_segment(path: &Path) -> std::io::Result<SegmentBytes> {
+    let f = File::open(path)?;
+    if f.metadata()?.len() == 0 {
+        return Ok(SegmentBytes::Empty);
+    }
+    // SAFETY: the directory is locked against every writer of this journal (or, read-only, the
+    // caller accepts what a concurrent writer does, as with `read`): nothing truncates the file
+    // while it is mapped. The plan drops its maps before it changes a file itself.
+    let m = unsafe { memmap2::MmapOptions::new().populate().map(&f)? };
+    let _ = m.advise(memmap2::Advice::Sequential);
+    Ok(SegmentBytes::Map(m))
+}
+
+/// The outcome [`recover`] will have, predicted from the segment headers, the file names and the
+/// end of the last segment, with every segment mapped once. [`Plan::replay_into`] validates every
+/// record (CRC, sequence) as it feeds the engine; if one does not match the prediction, the
+/// prediction is void and the caller runs [`recover_locked`] (the validating pre-pass), which
+/// reaches the same verdict `recover` always did (refusal, torn tail, or cut). Nothing on disk
+/// changes before [`Plan::commit`].
+pub(crate) struct Plan {
+    /// What `recover` will return (notes recorded, not logged yet).
+    pub(crate) rec: Recovered,
+    /// One map per `rec.segments` entry.
+    maps: Vec<SegmentBytes>,
+    /// `set_len` of the last segment (torn tail cut, or preallocated space given back).
+    trim: Option<(PathBuf, u64)>,
+    /// An empty last segment to remove.
+    remove_last: Option<PathBuf>,
+}
+
+/// Why the single pass gives up (the validating path takes over, with the lock).
+pub(crate) struct Fallback(pub(crate) Option<DirLock>);
+
+/// Builds the [`Plan`] of `dir`. `Ok(Err(_))`: the journal needs the full validating pre-pass
+/// (a header, name or segment end that is not the regular case, an I/O error); the lock is
+/// handed back. Errors are the ones [`recover`] returns before it reads any segment.
+pub(crate) fn plan(dir: &Path, opts: RecoverOptions) -> Result<std::result::Result<Plan, Fallback>> {
+    let lock = check_and_lock(dir, opts)?;
+    let files = list_segments(dir)?;
+    let mut maps = Vec::with_capacity(files.len());
+    for (_, path) in &files {
+        match map_segment(path) {
+            Ok(m) => maps.push(m),
+            Err(_) => return Ok(Err(Fallback(lock))),
+        }
+    }
+    match predict(&files, maps, opts) {
+        Some(mut p) => {
+            p.rec.dir = dir.to_path_buf();
+            p.rec.lock = lock;
+            Ok(Ok(p))
+        }
+        None => Ok(Err(Fallback(lock))),
+    }
+}
+
+fn ts_at(b: &[u8], slot: u64) -> u64 {
+    let o = slot_offset(slot) as usize + 16;
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// The regular case only: every header decodes and matches its name; a segment with a successor
+/// holds exactly the records up to the successor's first sequence, then only zeros; the last
+/// segment ends with a record of the right sequence at its slot, followed by zeros or by slots
+/// none of which holds a CRC-valid record (a torn tail). `None` otherwise.
+fn predict(files: &[(Seq, PathBuf)], mut maps: Vec<SegmentBytes>, opts: RecoverOptions) -> Option<Plan> {
+    let n = files.len();
+    let mut segments = Vec::with_capacity(n);
+    let mut notes = Vec::new();
+    let mut truncated_bytes = 0u64;
+    let mut trim = None;
+    for (i, ((name_seq, path), b)) in files.iter().zip(&maps).enumerate() {
+        let b: &[u8] = b;
+        let h = SegmentHeader::decode(b).ok()?;
+        if h.first_seq != *name_seq {
+            return None;
+        }
+        let f = h.first_seq;
+        let (records, data_end) = if i + 1 < n {
+            // Names are distinct and sorted: the successor starts after this one.
+            let records = files[i + 1].0.checked_sub(f).filter(|&r| r > 0)?;
+            let end = usize::try_from(slot_offset(records)).ok()?;
+            if end > b.len() || !b[end..].iter().all(|&x| x == 0) {
+                return None;
+            }
+            (records, end as u64)
+        } else {
+            let w = written_len(b) as usize;
+            let k = if w <= HEADER_LEN { 0 } else { (w - HEADER_LEN).div_ceil(RECORD_LEN) as u64 };
+            // Backwards from the last written slot to the last record with its sequence; the
+            // slots after it must not hold any CRC-valid record.
+            let mut records = None;
+            for j in (0..k).rev() {
+                match decode_record(&b[slot_offset(j) as usize..]) {
+                    Ok(r) if r.seq == f + j => {
+                        records = Some(j + 1);
+                        break;
+                    }
+                    Ok(_) => return None,
+                    Err(_) => {}
+                }
+            }
+            let records = match records {
+                Some(r) => r,
+                None if k == 0 => 0,
+                None => return None,
+            };
+            let data_end = slot_offset(records);
+            let garbage = (w as u64).saturating_sub(data_end);
+            if garbage > 0 {
+                let error = decode_record(&b[data_end as usize..]).err()?;
+                if matches!(error, DecodeError::SequenceGap { .. }) {
+                    return None;
+                }
+                let last = (records > 0).then(|| f + records - 1);
+                notes.push(note_text(opts, torn_tail_note(path, data_end, error, garbage, last)));
+                truncated_bytes += garbage;
+                if !opts.read_only {
+                    trim = Some((path.clone(), data_end));
+                }
+            } else if !opts.read_only && b.len() as u64 > data_end {
+                trim = Some((path.clone(), data_end));
+            }
+            (records, data_end)
+        };
+        let ts_range = (records > 0).then(|| (ts_at(b, 0), ts_at(b, records - 1)));
+        segments.push(SegmentInfo { path: path.clone(), header: h, records, data_end, file_len: b.len() as u64, ts_range });
+    }
+    let next_seq = segments.last().map_or(opts.from_seq.max(1), |s| s.first_seq() + s.records);
+    let first_seq = segments.first().map_or(next_seq, |s| s.first_seq());
+    let mut removed = Vec::new();
+    let mut remove_last = None;
+    if segments.last().is_some_and(|s| s.records == 0) && !opts.read_only {
+        let s = segments.pop().expect("last");
+        maps.pop();
+        removed.push(s.path.clone());
+        remove_last = Some(s.path);
+    }
+    let from_seq = opts.from_seq.max(first_seq);
+    if opts.from_seq > 1 && (opts.from_seq < first_seq || opts.from_seq > next_seq) {
+        return None; // `recover` reports it (after its changes on disk)
+    }
+    let rec = Recovered {
+        dir: PathBuf::new(),
+        segments,
+        first_seq,
+        last_seq: next_seq - 1,
+        from_seq,
+        truncated_bytes,
+        removed,
+        notes,
+        lock: None,
+    };
+    Some(Plan { rec, maps, trim, remove_last })
+}
+
+impl Plan {
+    /// Reads every record of every segment once, checking its CRC and sequence against the
+    /// prediction, and feeds those from `rec.from_seq` on to `engine` (events to `sink`).
+    /// `Some(commands fed)`, or `None` at the first record that does not match: `engine` then
+    /// holds a prefix of the journal and must be discarded.
+    pub(crate) fn replay_into<S: EventSink + ?Sized>(&self, engine: &mut Engine, sink: &mut S) -> Option<u64> {
+        let from = self.rec.from_seq;
+        let mut fed = 0u64;
+        for (seg, b) in self.rec.segments.iter().zip(&self.maps) {
+            let b: &[u8] = b;
+            let first = seg.first_seq();
+            let end = seg.data_end as usize;
+            if end > b.len() {
+                return None;
+            }
+            let mut expected = first;
+            for rec in b[HEADER_LEN..end].chunks_exact(RECORD_LEN) {
+                match decode_record(rec) {
+                    Ok(r) if r.seq == expected => {
+                        if expected >= from {
+                            engine.handle(&r.cmd, sink);
+                            fed += 1;
+                        }
+                    }
+                    _ => return None,
+                }
+                expected += 1;
+            }
+            if expected != first + seg.records {
+                return None;
+            }
+        }
+        Some(fed)
+    }
+
+    /// Gives up: the lock, for [`recover_locked`].
+    pub(crate) fn into_fallback(mut self) -> Fallback {
+        Fallback(self.rec.lock.take())
+    }
+
+    /// Applies what `recover` would have (cut or trim of the last segment, removal of an empty
+    /// last segment, directory sync), logs the notes, and returns the journal.
+    pub(crate) fn commit(self) -> Result<Recovered> {
+        let Plan { rec, maps, trim, remove_last } = self;
+        drop(maps);
+        for n in &rec.notes {
+            log(n);
+        }
+        let mut changed = false;
+        if let Some((path, len)) = trim {
+            set_len(&path, len)?;
+            changed = true;
+        }
+        if let Some(path) = remove_last {
+            remove(&path)?;
+            changed = true;
+        }
+        if changed {
+            sync_dir(&rec.dir)?;
+        }
+        Ok(rec)
     }
 }

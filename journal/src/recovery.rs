@@ -1,6 +1,6 @@
 //! Engine recovery: the newest snapshot that verifies, then the journal after it.
 
-use crate::reader::{recover, Recovered, RecoverOptions};
+use crate::reader::{plan, recover_locked, Fallback, Recovered, RecoverOptions};
 use crate::snapshot::{list_snapshots, read_snapshot, remove_temp_snapshots};
 use crate::{log, JournalError, Result};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,8 @@ pub struct RecoveryReport {
     pub replayed: u64,
     /// Time to find, read, verify and restore the snapshot.
     pub snapshot_time: Duration,
-    /// Time to replay the journal.
+    /// Time to replay the journal (validating its records as they are read, unless the journal
+    /// needed the validating pre-pass).
     pub replay_time: Duration,
     /// `state_hash()` of the recovered engine.
     pub state_hash: u64,
@@ -43,8 +44,15 @@ impl RecoveryReport {
 ///
 /// 1. Unless `opts.read_only`: creates `dir` if missing (a first start) and removes unfinished
 ///    snapshot files (`*.tws.tmp`).
-/// 2. [`recover`]s the journal (`opts.read_only` and `opts.truncate_at_corruption` as given;
-///    `opts.from_seq` is ignored: it is set from the snapshot).
+/// 2. Recovers the journal as [`crate::recover`] does (`opts.read_only` and
+///    `opts.truncate_at_corruption` as given; `opts.from_seq` is ignored: it is set from the
+///    snapshot). In one pass: the outcome is predicted from the segment headers, file names and
+///    the end of the last segment; every record is then validated (CRC, sequence) as it is
+///    replayed (step 5), and nothing on disk changes (torn tail cut, trim) until all of them
+///    have. If any record does not validate, or the journal is not in the regular case (a torn
+///    header, a gap, ...), the partly replayed engine is discarded and the validating pre-pass of
+///    `recover` runs, then the replay: the verdict (refusal with file and offset, torn tail, cut)
+///    is the same as `recover`'s, always.
 /// 3. Tries the snapshots newest first. One is used if it verifies (header and payload CRCs,
 ///    archive, name), the journal continues it (it holds the command after the snapshot, or
 ///    holds nothing), and `Engine::restore` accepts it under `cfg` (which re-checks the state
@@ -60,10 +68,67 @@ pub fn recover_engine(dir: &Path, cfg: &EngineConfig, opts: RecoverOptions) -> R
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, "create directory", e))?;
         removed_temp = remove_temp_snapshots(dir)?;
     }
-    let mut journal = recover(dir, RecoverOptions { from_seq: 0, ..opts })?;
-    let has_records = !journal.segments.is_empty();
-    let (j_first, j_last) = (journal.first_seq, journal.last_seq);
+    let jopts = RecoverOptions { from_seq: 0, ..opts };
+    // Single pass: predict the journal's outcome from its headers and the end of its last
+    // segment, then validate every record while replaying it. Damage anywhere (or anything but
+    // the regular case) voids the prediction: the partly replayed engine is discarded and the
+    // validating pre-pass of `recover` decides, exactly as it always has.
+    let lock = match plan(dir, jopts)? {
+        Err(Fallback(lock)) => lock,
+        Ok(mut p) => {
+            let has_records = !p.rec.segments.is_empty();
+            match restore(dir, cfg, has_records, p.rec.first_seq, p.rec.last_seq) {
+                // An error here (no usable snapshot and a journal that does not start at 1) is
+                // reported by the validating path, after `recover` (which may refuse first).
+                Err(_) => p.into_fallback().0,
+                Ok(start) => {
+                    continue_engine(&mut p.rec, &start.engine, has_records);
+                    let mut engine = start.engine;
+                    let t = Instant::now();
+                    match p.replay_into(&mut engine, &mut CountingSink::default()) {
+                        Some(replayed) => {
+                            let replay_time = t.elapsed();
+                            let journal = p.commit()?;
+                            return finish(engine, journal, start.snapshot, start.skipped, removed_temp, replayed, start.snapshot_time, replay_time);
+                        }
+                        None => {
+                            drop(engine);
+                            log("a journal record does not validate: the partly replayed engine is discarded; \
+                                 validating the whole journal before replaying it");
+                            p.into_fallback().0
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let journal = recover_locked(dir, jopts, lock)?;
+    validated(dir, cfg, journal, removed_temp)
+}
 
+/// The two-pass path: `journal` validated by [`recover_locked`], then replayed.
+fn validated(dir: &Path, cfg: &EngineConfig, mut journal: Recovered, removed_temp: Vec<PathBuf>) -> Result<(Engine, RecoveryReport)> {
+    let has_records = !journal.segments.is_empty();
+    let start = restore(dir, cfg, has_records, journal.first_seq, journal.last_seq)?;
+    continue_engine(&mut journal, &start.engine, has_records);
+    let mut engine = start.engine;
+    let t = Instant::now();
+    let replayed = journal.replay_into(&mut engine, &mut CountingSink::default())?;
+    let replay_time = t.elapsed();
+    finish(engine, journal, start.snapshot, start.skipped, removed_temp, replayed, start.snapshot_time, replay_time)
+}
+
+/// The engine recovery starts from: a snapshot, or empty.
+struct Start {
+    engine: Engine,
+    snapshot: Option<(PathBuf, Seq)>,
+    skipped: Vec<(PathBuf, String)>,
+    snapshot_time: Duration,
+}
+
+/// Steps 3 and 4: the newest usable snapshot for a journal holding `j_first..=j_last`
+/// (`has_records`), else an empty engine (which needs the journal from sequence 1).
+fn restore(dir: &Path, cfg: &EngineConfig, has_records: bool, j_first: Seq, j_last: Seq) -> Result<Start> {
     let t = Instant::now();
     let mut skipped: Vec<(PathBuf, String)> = Vec::new();
     let mut restored: Option<(Engine, PathBuf, Seq)> = None;
@@ -93,7 +158,7 @@ pub fn recover_engine(dir: &Path, cfg: &EngineConfig, opts: RecoverOptions) -> R
     }
     let snapshot_time = t.elapsed();
 
-    let (mut engine, snapshot) = match restored {
+    let (engine, snapshot) = match restored {
         Some((e, path, seq)) => {
             log(&format!("restored snapshot {} (sequence {seq}) in {snapshot_time:?}", path.display()));
             (e, Some((path, seq)))
@@ -106,9 +171,14 @@ pub fn recover_engine(dir: &Path, cfg: &EngineConfig, opts: RecoverOptions) -> R
             (Engine::new(cfg).map_err(|e| JournalError::Config(e.to_string()))?, None)
         }
     };
+    Ok(Start { engine, snapshot, skipped, snapshot_time })
+}
+
+/// Sets where the replay starts: after the engine's last command.
+fn continue_engine(journal: &mut Recovered, engine: &Engine, has_records: bool) {
     let start = engine.last_cmd_seq() + 1;
     if has_records {
-        journal.from_seq = start.max(j_first);
+        journal.from_seq = start.max(journal.first_seq);
     } else {
         // No segment at all (a first start, or everything retired behind the snapshot and the
         // last, empty, segment removed): the journal continues the engine.
@@ -116,9 +186,20 @@ pub fn recover_engine(dir: &Path, cfg: &EngineConfig, opts: RecoverOptions) -> R
         journal.last_seq = start - 1;
         journal.from_seq = start;
     }
-    let t = Instant::now();
-    let replayed = journal.replay_into(&mut engine, &mut CountingSink::default())?;
-    let replay_time = t.elapsed();
+}
+
+/// Step 5's check, the log line and the report.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    engine: Engine,
+    journal: Recovered,
+    snapshot: Option<(PathBuf, Seq)>,
+    skipped: Vec<(PathBuf, String)>,
+    removed_temp: Vec<PathBuf>,
+    replayed: u64,
+    snapshot_time: Duration,
+    replay_time: Duration,
+) -> Result<(Engine, RecoveryReport)> {
     if engine.last_cmd_seq() != journal.last_seq {
         return Err(JournalError::Failed(format!(
             "after replay the engine is at sequence {} but the journal ends at {}",
