@@ -53,13 +53,23 @@ enum St {
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// `None` once closed (the fd is given back).
+    stream: Option<TcpStream>,
+    /// Completed its handshake once.
+    est: bool,
     st: St,
     /// Bytes of an incomplete HTTP response or frame.
     partial: Vec<u8>,
     last_seq: u64,
     snapshots: u32,
     instrument: u32,
+}
+
+impl Conn {
+    /// The socket of a connection that is not closed.
+    fn s(&mut self) -> &mut TcpStream {
+        self.stream.as_mut().expect("only open connections are handled")
+    }
 }
 
 const REQUEST: &[u8] = b"GET /md HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -194,15 +204,130 @@ fn on_msg(p: &[u8], c: &mut Conn, k: &mut Counters, measuring: bool, hist: &mut 
     let _ = c.instrument;
 }
 
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    c: &mut Conn,
+    ev: &mio::event::Event,
+    k: &mut Counters,
+    scratch: &mut [u8],
+    measuring: bool,
+    hist: &mut Histogram<u64>,
+    first_error: &mut Option<String>,
+    mask_seed: &mut u32,
+    target: usize,
+) {
+    if c.st == St::Closed {
+        return;
+    }
+    if c.st == St::Connecting && (ev.is_writable() || ev.is_error()) {
+        match c.s().take_error() {
+            Ok(None) if c.s().peer_addr().is_ok() => {
+                if c.s().write(REQUEST).map(|n| n == REQUEST.len()).unwrap_or(false) {
+                    c.st = St::Handshake;
+                } else {
+                    k.handshake_failures += 1;
+                    c.st = St::Closed;
+                }
+            }
+            Ok(None) => return,
+            Ok(Some(e)) | Err(e) => {
+                first_error.get_or_insert_with(|| format!("connect: {e}"));
+                k.connect_failures += 1;
+                c.st = St::Closed;
+            }
+        }
+    }
+    if !(ev.is_readable() || ev.is_read_closed()) || c.st == St::Closed || c.st == St::Connecting {
+        return;
+    }
+    loop {
+        let n = match c.s().read(scratch) {
+            Ok(0) => {
+                if c.st == St::Handshake {
+                    k.handshake_failures += 1;
+                } else {
+                    k.closed_by_server += 1;
+                }
+                c.st = St::Closed;
+                break;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                first_error.get_or_insert_with(|| format!("read: {e}"));
+                k.closed_by_server += 1;
+                c.st = St::Closed;
+                break;
+            }
+        };
+        let mut data: Vec<u8>;
+        let buf: &[u8] = if c.partial.is_empty() {
+            &scratch[..n]
+        } else {
+            data = std::mem::take(&mut c.partial);
+            data.extend_from_slice(&scratch[..n]);
+            &data
+        };
+        let mut used = 0;
+        if c.st == St::Handshake {
+            match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                None => {
+                    if buf.len() > 4096 {
+                        k.handshake_failures += 1;
+                        c.st = St::Closed;
+                        break;
+                    }
+                    c.partial = buf.to_vec();
+                    continue;
+                }
+                Some(end) => {
+                    if !buf.starts_with(b"HTTP/1.1 101") {
+                        k.handshake_failures += 1;
+                        c.st = St::Closed;
+                        break;
+                    }
+                    used = end + 4;
+                    *mask_seed = mask_seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let f = subscribe_frame(c.instrument, mask_seed.to_le_bytes());
+                    if c.s().write(&f).map(|n| n == f.len()).unwrap_or(false) {
+                        c.st = St::Open;
+                        c.est = true;
+                        k.established += 1;
+                        if k.established as usize == target {
+                            k.full_at = Some(Instant::now());
+                        }
+                    } else {
+                        k.handshake_failures += 1;
+                        c.st = St::Closed;
+                        break;
+                    }
+                }
+            }
+        }
+        used += frames(&buf[used..], c, k, measuring, hist);
+        if used < buf.len() {
+            c.partial = buf[used..].to_vec();
+        }
+        if c.st == St::Closed {
+            k.closed_by_server += 1;
+            break;
+        }
+    }
+}
+
 pub fn run(args: ClientArgs) {
     super::raise_nofile();
     // 0 = ramping, 1 = measuring, 2 = stop.
     let phase = Arc::new(AtomicU8::new(0));
     let p2 = phase.clone();
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h2 = hold.clone();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             match line.as_deref().map(str::trim) {
                 Ok("measure") => p2.store(1, Ordering::Relaxed),
+                Ok("hold") => h2.store(true, Ordering::Relaxed),
                 Ok("stop") | Err(_) => break,
                 _ => {}
             }
@@ -225,6 +350,7 @@ pub fn run(args: ClientArgs) {
     let mut last_progress = Instant::now();
     let mut mask_seed = 0x1234_5678u32 ^ std::process::id();
     let mut first_error: Option<String> = None;
+    let mut active = 0usize;
     loop {
         let ph = phase.load(Ordering::Relaxed);
         if ph == 2 {
@@ -232,10 +358,12 @@ pub fn run(args: ClientArgs) {
         }
         let measuring = ph == 1;
         // Ramp.
-        let ramping = start.elapsed().as_secs_f64() < args.ramp_timeout;
+        let ramping = start.elapsed().as_secs_f64() < args.ramp_timeout && !hold.load(Ordering::Relaxed);
         let target = ((start.elapsed().as_secs_f64() * args.connect_rate) as usize + 1).min(args.conns);
         let mut budget = 2_000;
-        while ramping && (k.opened as usize) < target && budget > 0 {
+        // Failed attempts (before their handshake completed) free their slot: retried, up to
+        // three attempts per connection in all.
+        while ramping && active < target && (k.opened as usize) < args.conns * 3 && budget > 0 {
             budget -= 1;
             let i = conns.len();
             let attempt = k.opened as usize;
@@ -244,11 +372,17 @@ pub fn run(args: ClientArgs) {
             match open(&args, attempt) {
                 Ok(s) => {
                     let mut stream = TcpStream::from_std(s);
-                    if poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE).is_err() {
+                    if poll
+                        .registry()
+                        .register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+                        .is_err()
+                    {
                         k.connect_failures += 1;
                     }
+                    active += 1;
                     conns.push(Conn {
-                        stream,
+                        stream: Some(stream),
+                        est: false,
                         st: St::Connecting,
                         partial: Vec::new(),
                         last_seq: 0,
@@ -270,105 +404,31 @@ pub fn run(args: ClientArgs) {
         }
         for ev in events.iter() {
             let i = ev.token().0;
-            let Some(c) = conns.get_mut(i) else { continue };
-            if c.st == St::Closed {
-                continue;
-            }
-            if c.st == St::Connecting && (ev.is_writable() || ev.is_error()) {
-                match c.stream.take_error() {
-                    Ok(None) if c.stream.peer_addr().is_ok() => {
-                        if c.stream.write(REQUEST).map(|n| n == REQUEST.len()).unwrap_or(false) {
-                            c.st = St::Handshake;
-                        } else {
-                            k.handshake_failures += 1;
-                            c.st = St::Closed;
-                        }
-                    }
-                    Ok(None) => continue,
-                    Ok(Some(e)) | Err(e) => {
-                        first_error.get_or_insert_with(|| format!("connect: {e}"));
-                        k.connect_failures += 1;
-                        c.st = St::Closed;
-                    }
-                }
-            }
-            if !(ev.is_readable() || ev.is_read_closed()) || c.st == St::Closed || c.st == St::Connecting {
-                continue;
-            }
-            loop {
-                let n = match c.stream.read(&mut scratch) {
-                    Ok(0) => {
-                        if c.st == St::Handshake {
-                            k.handshake_failures += 1;
-                        } else {
-                            k.closed_by_server += 1;
-                        }
-                        c.st = St::Closed;
-                        break;
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        first_error.get_or_insert_with(|| format!("read: {e}"));
-                        k.closed_by_server += 1;
-                        c.st = St::Closed;
-                        break;
-                    }
-                };
-                let mut data: Vec<u8>;
-                let buf: &[u8] = if c.partial.is_empty() {
-                    &scratch[..n]
-                } else {
-                    data = std::mem::take(&mut c.partial);
-                    data.extend_from_slice(&scratch[..n]);
-                    &data
-                };
-                let mut used = 0;
-                if c.st == St::Handshake {
-                    match buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        None => {
-                            if buf.len() > 4096 {
-                                k.handshake_failures += 1;
-                                c.st = St::Closed;
-                                break;
-                            }
-                            c.partial = buf.to_vec();
-                            continue;
-                        }
-                        Some(end) => {
-                            if !buf.starts_with(b"HTTP/1.1 101") {
-                                k.handshake_failures += 1;
-                                c.st = St::Closed;
-                                break;
-                            }
-                            used = end + 4;
-                            mask_seed = mask_seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                            let f = subscribe_frame(c.instrument, mask_seed.to_le_bytes());
-                            if c.stream.write(&f).map(|n| n == f.len()).unwrap_or(false) {
-                                c.st = St::Open;
-                                k.established += 1;
-                                if k.established as usize == args.conns {
-                                    k.full_at = Some(Instant::now());
-                                }
-                            } else {
-                                k.handshake_failures += 1;
-                                c.st = St::Closed;
-                                break;
-                            }
-                        }
-                    }
-                }
-                used += frames(&buf[used..], c, &mut k, measuring, &mut hist);
-                if used < buf.len() {
-                    c.partial = buf[used..].to_vec();
-                }
+            if let Some(c) = conns.get_mut(i) {
+                handle(
+                    c,
+                    ev,
+                    &mut k,
+                    &mut scratch,
+                    measuring,
+                    &mut hist,
+                    &mut first_error,
+                    &mut mask_seed,
+                    args.conns,
+                );
                 if c.st == St::Closed {
-                    k.closed_by_server += 1;
-                    break;
+                    if let Some(mut s) = c.stream.take() {
+                        let _ = poll.registry().deregister(&mut s);
+                        if c.est {
+                            k.established -= 1;
+                        } else {
+                            active -= 1;
+                        }
+                    }
                 }
             }
         }
+        if last_progress.elapsed() >= Duration::from_millis(200) {}
         if last_progress.elapsed() >= Duration::from_millis(200) {
             last_progress = Instant::now();
             let failed = k.connect_failures + k.handshake_failures;
@@ -393,7 +453,10 @@ pub fn run(args: ClientArgs) {
         k.errors,
         first_error.unwrap_or_default().replace(' ', "_"),
     );
-    let pairs: Vec<String> = hist.iter_recorded().map(|v| format!("{}:{}", v.value_iterated_to(), v.count_at_value())).collect();
+    let pairs: Vec<String> = hist
+        .iter_recorded()
+        .map(|v| format!("{}:{}", v.value_iterated_to(), v.count_at_value()))
+        .collect();
     println!("hist {}", pairs.join(","));
     let _ = std::io::stdout().flush();
     // Sockets close as the process exits.

@@ -153,6 +153,22 @@ fn proc_sample(pid: u32) -> Option<(u64, u64)> {
     Some((rss_kb * 1024, ticks))
 }
 
+/// The ramp stops when the machine's available memory falls below this.
+const MIN_MEM_AVAILABLE: u64 = 3 << 30;
+
+fn mem_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -216,6 +232,9 @@ pub struct Outcome {
     pub rss_idle: u64,
     pub rss_full: u64,
     pub cpu_pct: f64,
+    pub client_cpu_pct: f64,
+    /// Machine load average (1 min) during the measurement.
+    pub load: f64,
     pub gaps: u64,
     pub conflations: u64,
     pub errors: u64,
@@ -409,9 +428,12 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, S
     let mut last_sample = Instant::now();
     let mut cpu_ticks_at_measure = 0u64;
     let mut cpu_ticks_end = 0u64;
+    let (mut client_ticks_at_measure, mut client_ticks_end) = (0u64, 0u64);
+    let (mut load_at_measure, mut load_end) = (0.0f64, 0.0f64);
     let bar_every = Duration::from_secs(2);
     let mut last_print = Instant::now();
     let mut stopped = false;
+    let mut held: Option<String> = None;
     loop {
         if INTERRUPTED.load(Ordering::SeqCst) {
             return Err("interrupted: every started process was killed".into());
@@ -459,7 +481,30 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, S
                 failed.iter().sum::<u64>()
             );
         }
-        if measure_from.is_none() && (total as usize >= a.subscribers || t0.elapsed().as_secs_f64() > a.ramp_timeout) {
+        // Guard the shared machine: stop opening connections when memory runs short.
+        if measure_from.is_none() && held.is_none() {
+            if let Some(avail) = mem_available() {
+                if avail < MIN_MEM_AVAILABLE {
+                    held = Some(format!(
+                        "ramp stopped at {total} connections: MemAvailable {} MiB < {} MiB",
+                        avail >> 20,
+                        MIN_MEM_AVAILABLE >> 20
+                    ));
+                    for s in &mut stdins {
+                        let _ = s.write_all(b"hold\n").and_then(|_| s.flush());
+                    }
+                    eprintln!("c100k: warning: {}", held.as_deref().unwrap_or(""));
+                }
+            }
+        }
+        // No progress for 10 s once the ramp should be over (or after a memory hold): measure
+        // what is there.
+        let expected = a.subscribers as f64 / a.connect_rate.max(1.0);
+        let no_progress = ramp.len() > 40 && ramp[ramp.len() - 40].1 == total;
+        let stalled = no_progress && (held.is_some() || t0.elapsed().as_secs_f64() > expected + 10.0);
+        if measure_from.is_none()
+            && (total as usize >= a.subscribers || t0.elapsed().as_secs_f64() > a.ramp_timeout || stalled)
+        {
             if total as usize >= a.subscribers {
                 full_at = Some(t0.elapsed().as_secs_f64());
             }
@@ -467,6 +512,8 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, S
             std::thread::sleep(Duration::from_millis(500));
             rss_full = shard_pids.iter().filter_map(|&p| proc_sample(p)).map(|s| s.0).sum();
             cpu_ticks_at_measure = shard_pids.iter().filter_map(|&p| proc_sample(p)).map(|s| s.1).sum();
+            client_ticks_at_measure = client_pids.iter().filter_map(|&p| proc_sample(p)).map(|s: (u64, u64)| s.1).sum();
+            load_at_measure = loadavg();
             let cmds = flow.as_ref().map_or(0, |f: &engine::OrderFlow| f.commands.load(Ordering::Relaxed));
             for s in &mut stdins {
                 let _ = s.write_all(b"measure\n").and_then(|_| s.flush());
@@ -481,6 +528,8 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, S
                 stopped = true;
                 let samples: Vec<(u64, u64)> = shard_pids.iter().filter_map(|&p| proc_sample(p)).collect();
                 cpu_ticks_end = samples.iter().map(|s| s.1).sum();
+                client_ticks_end = client_pids.iter().filter_map(|&p| proc_sample(p)).map(|s: (u64, u64)| s.1).sum();
+                load_end = loadavg();
                 rss_full = rss_full.max(samples.iter().map(|s| s.0).sum());
                 for s in &mut stdins {
                     let _ = s.write_all(b"stop\n").and_then(|_| s.flush());
@@ -506,6 +555,7 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, S
     let delivered = sum(|r| r.measured_msgs) as f64 / secs;
     let ramp_end = full_at.unwrap_or(a.ramp_timeout);
     let cpu_pct = (cpu_ticks_end.saturating_sub(cpu_ticks_at_measure)) as f64 / ticks_per_sec() / secs * 100.0;
+    let client_cpu_pct = (client_ticks_end.saturating_sub(client_ticks_at_measure)) as f64 / ticks_per_sec() / secs * 100.0;
     Ok(Outcome {
         server: "tickwire",
         backend: if a.attach.is_some() {
@@ -529,12 +579,18 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, S
         rss_idle,
         rss_full,
         cpu_pct,
+        client_cpu_pct,
+        load: (load_at_measure + load_end) / 2.0,
         gaps: sum(|r| r.gaps),
         conflations: sum(|r| r.conflations),
         errors: sum(|r| r.errors),
         ramp,
         commands: c1.saturating_sub(c0),
-        first_error: rs.iter().map(|r| r.error.clone()).find(|e| !e.is_empty()).unwrap_or_default(),
+        first_error: held
+            .into_iter()
+            .chain(rs.iter().map(|r| r.error.clone()))
+            .find(|e| !e.is_empty())
+            .unwrap_or_default(),
     })
 }
 
@@ -555,7 +611,7 @@ fn report(a: &C100kArgs, outs: &[Outcome]) {
                  \"closed_by_server\":{},\"order_rate\":{},\"commands\":{},\"delivered_per_sec\":{:.1},\
                  \"per_subscriber_msgs_per_sec\":{:.3},\"latency_p50\":{:.3},\"latency_p99\":{:.3},\
                  \"latency_p99_9\":{:.3},\"latency_max\":{:.3},\"latency_unit\":\"ms\",\"latency_samples\":{},\
-                 \"rss_per_conn_bytes\":{:.0},\"rss_idle_bytes\":{},\"rss_full_bytes\":{},\"server_cpu_pct\":{:.1},\
+                 \"rss_per_conn_bytes\":{:.0},\"rss_idle_bytes\":{},\"rss_full_bytes\":{},\"server_cpu_pct\":{:.1},\"client_cpu_pct\":{:.1},\"loadavg\":{:.2},\
                  \"gaps\":{},\"conflations\":{},\"errors\":{}}}",
                 o.server,
                 o.backend,
@@ -579,6 +635,8 @@ fn report(a: &C100kArgs, outs: &[Outcome]) {
                 o.rss_idle,
                 o.rss_full,
                 o.cpu_pct,
+                o.client_cpu_pct,
+                o.load,
                 o.gaps,
                 o.conflations,
                 o.errors,
@@ -616,7 +674,13 @@ fn report(a: &C100kArgs, outs: &[Outcome]) {
                 o.rss_full as f64 / 1048576.0,
                 o.rss_per_conn()
             );
-            println!("  server CPU         {:.1} % of one core (shards, steady state)", o.cpu_pct);
+            println!(
+                "  CPU                shards {:.1} %, clients {:.1} % of one core (steady state); machine load average {:.2} on {} cores",
+                o.cpu_pct,
+                o.client_cpu_pct,
+                o.load,
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            );
             println!("  sequence           {} gaps, {} conflations, {} error messages", o.gaps, o.conflations, o.errors);
             if !o.first_error.is_empty() {
                 println!("  first client error {}", o.first_error);
