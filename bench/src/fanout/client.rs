@@ -209,7 +209,7 @@ pub fn run(addr: SocketAddr, net: &str, count: usize, instruments: u32) {
             let i = ev.token().0;
             let c = &mut conns[i];
             if c.st == St::Connecting && (ev.is_writable() || ev.is_error()) {
-                match c.s.write(&hello) {
+                match c.s.write(hello) {
                     Ok(n) if n == hello.len() => c.st = St::Handshake,
                     Ok(_) | Err(_) => {
                         if c.s.peer_addr().is_err() && !ev.is_error() {

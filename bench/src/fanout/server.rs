@@ -79,7 +79,7 @@ impl Flow {
     /// Runs one command stamped `ts`; appends its events; returns the market-data updates.
     pub fn step(&mut self, ts: u64, out: &mut Vec<Event>) -> u64 {
         let inst = 1 + (self.next() % self.n as u64) as u32;
-        let side = if self.next() % 2 == 0 { Side::Buy } else { Side::Sell };
+        let side = if self.next() & 1 == 0 { Side::Buy } else { Side::Sell };
         let r = self.next();
         let cmd = if r % 10 < 2 {
             let id = self.next() % 500;
