@@ -150,7 +150,7 @@ pub fn run_rate(
                     }
                     buf.clear();
                     while i < per_session && buf.len() < 60 * 1024 && offset + intended(i) <= now {
-                        let side = if i % 2 == 0 { BUY } else { SELL };
+                        let side = if i & 1 == 0 { BUY } else { SELL };
                         lag.saturating_record((now - (offset + intended(i))).max(1_000));
                         buf.extend_from_slice(&new_order(side, (stage << 32) | (i + 1), account, LOAD_PRICE, 1));
                         i += 1;

@@ -8,8 +8,11 @@
 //!    Baseline: a raw TCP ping-pong between two plain threads of this process with the same
 //!    message sizes (40-byte request, 88-byte reply), `TCP_NODELAY` and the same client wait
 //!    (a blocking read); and write + `fdatasync` of one 88-byte record in the `sync` server's
-//!    directory. The four are measured in interleaved blocks (raw, none, sync, fdatasync, …),
-//!    so a load change on the (shared) machine hits all of them alike.
+//!    directory, one sample after each `sync` round trip. They are measured in interleaved
+//!    blocks (raw, none, sync + fdatasync, diagnostics, …),
+//!    so a load change on the (shared) machine hits all of them alike. Only the server being
+//!    measured runs: the others are frozen with SIGSTOP (an idle `tickwire serve` is not idle on
+//!    the CPU: its journaler waits in a `sched_yield` loop).
 //!    Goals: `none`: p50 ≤ 1.3× raw p50 and p99.9 ≤ 2× raw p99.9; `sync`: p50 ≤ raw p50 +
 //!    fdatasync p50 + 20 µs.
 //! 2. **Throughput**: N sessions (default 4) pipeline NewOrders open loop at fixed offered rates
@@ -69,7 +72,6 @@ struct Plan {
     raw_block: usize,
     none_block: usize,
     sync_block: usize,
-    fsync_block: usize,
     rates: Vec<f64>,
     rate_secs: f64,
 }
@@ -82,7 +84,6 @@ impl Plan {
                 raw_block: 1_500,
                 none_block: 750,
                 sync_block: 150,
-                fsync_block: 150,
                 rates: vec![5_000.0, 20_000.0, 50_000.0],
                 rate_secs: 2.0,
             }
@@ -92,7 +93,6 @@ impl Plan {
                 raw_block: 5_000,
                 none_block: 2_500,
                 sync_block: 500,
-                fsync_block: 500,
                 rates: vec![10_000.0, 50_000.0, 100_000.0, 200_000.0],
                 rate_secs: 5.0,
             }
@@ -131,6 +131,31 @@ fn loadavg() -> String {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// One RTT block on `srv`, the only server running meanwhile (20 round trips of warm-up after
+/// the resume are discarded). With `fsync`, one write + `fdatasync` sample follows each round
+/// trip (NewOrder + Cancel), so the two are measured at the same moments of the disk's load.
+fn server_block(
+    srv: &mut ServerProc,
+    c: &mut client::Client,
+    n: usize,
+    coid: &mut u64,
+    h: &mut Histogram<u64>,
+    hc: &mut Histogram<u64>,
+    mut fsync: Option<(&mut raw::SyncFile, &mut Histogram<u64>)>,
+) -> Result<(), String> {
+    srv.resume();
+    let (mut w1, mut w2) = (raw::hist(), raw::hist());
+    load::rtt_block(c, 20, coid, &mut w1, &mut w2)?;
+    for _ in 0..n {
+        load::rtt_block(c, 1, coid, h, hc)?;
+        if let Some((f, fh)) = fsync.as_mut() {
+            f.block(1, fh)?;
+        }
+    }
+    srv.pause();
+    Ok(())
 }
 
 /// Entry point.
@@ -197,15 +222,21 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
         load::rtt_block(&mut c_sync_s, 50, &mut coid_sync_s, &mut w1, &mut w2)?;
         fsync_file.block(20, &mut w1)?;
     }
+    // Only the server being measured runs; the others are frozen (SIGSTOP), also during the
+    // raw and fdatasync blocks.
+    for sp in [&mut srv_none, &mut srv_sync, &mut srv_none_s, &mut srv_sync_s] {
+        sp.pause();
+    }
     let mut rep_p50: [Vec<f64>; 4] = Default::default();
     for _ in 0..plan.reps {
         let mut hs = [raw::hist(), raw::hist(), raw::hist(), raw::hist()];
         raw_pair.block(plan.raw_block, &mut hs[0])?;
-        load::rtt_block(&mut c_none, plan.none_block, &mut coid_none, &mut hs[1], &mut hc_none)?;
-        load::rtt_block(&mut c_sync, plan.sync_block, &mut coid_sync, &mut hs[2], &mut hc_sync)?;
-        fsync_file.block(plan.fsync_block, &mut hs[3])?;
-        load::rtt_block(&mut c_none_s, plan.none_block, &mut coid_none_s, &mut h_none_s, &mut hc_dummy)?;
-        load::rtt_block(&mut c_sync_s, plan.sync_block, &mut coid_sync_s, &mut h_sync_s, &mut hc_dummy)?;
+        server_block(&mut srv_none, &mut c_none, plan.none_block, &mut coid_none, &mut hs[1], &mut hc_none, None)?;
+        let [_, _, h_s, h_f] = &mut hs;
+        let fs = Some((&mut fsync_file, h_f));
+        server_block(&mut srv_sync, &mut c_sync, plan.sync_block, &mut coid_sync, h_s, &mut hc_sync, fs)?;
+        server_block(&mut srv_none_s, &mut c_none_s, plan.none_block, &mut coid_none_s, &mut h_none_s, &mut hc_dummy, None)?;
+        server_block(&mut srv_sync_s, &mut c_sync_s, plan.sync_block, &mut coid_sync_s, &mut h_sync_s, &mut hc_dummy, None)?;
         for (i, h) in hs.iter().enumerate() {
             rep_p50[i].push(h.value_at_quantile(0.5) as f64);
         }
@@ -213,6 +244,9 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
         h_none.add(&hs[1]).expect("bounds");
         h_sync.add(&hs[2]).expect("bounds");
         h_fs.add(&hs[3]).expect("bounds");
+    }
+    for sp in [&mut srv_none, &mut srv_sync, &mut srv_none_s, &mut srv_sync_s] {
+        sp.resume();
     }
     c_none.logout();
     c_sync.logout();
@@ -239,10 +273,10 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
     for (d, p, c) in [("none", &none_p, &cn_p), ("sync", &sync_p, &cs_p)] {
         let dur = ("durability", d.to_string());
         r.add(BENCH, "rtt_p50", p.p50, "ns", &[dur.clone(), s("samples", p.n)]);
-        r.add(BENCH, "rtt_p99", p.p99, "ns", &[dur.clone()]);
+        r.add(BENCH, "rtt_p99", p.p99, "ns", std::slice::from_ref(&dur));
         r.add(BENCH, "rtt_p99_9", p.p99_9, "ns", &[dur.clone(), ("max_ns", format!("{:.0}", p.max))]);
-        r.add(BENCH, "rtt_p50_ratio_vs_raw", p.p50 / raw_p.p50, "x", &[dur.clone()]);
-        r.add(BENCH, "rtt_p99_9_ratio_vs_raw", p.p99_9 / raw_p.p99_9, "x", &[dur.clone()]);
+        r.add(BENCH, "rtt_p50_ratio_vs_raw", p.p50 / raw_p.p50, "x", std::slice::from_ref(&dur));
+        r.add(BENCH, "rtt_p99_9_ratio_vs_raw", p.p99_9 / raw_p.p99_9, "x", std::slice::from_ref(&dur));
         r.add(BENCH, "rtt_cancel_p50", c.p50, "ns", &[dur.clone(), s("samples", c.n)]);
     }
     r.add(BENCH, "sleep_50us_p50", sleep_p.p50, "ns", &[("p99_ns", format!("{:.0}", sleep_p.p99))]);
@@ -282,7 +316,16 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
 
     // ---- Throughput.
     let mut tp_lines = Vec::new();
-    for (srv, d) in [(&srv_none, "none"), (&srv_sync, "sync")] {
+    for d in ["none", "sync"] {
+        let srv = if d == "none" {
+            srv_sync.pause();
+            srv_none.resume();
+            &srv_none
+        } else {
+            srv_none.pause();
+            srv_sync.resume();
+            &srv_sync
+        };
         for (k, &rate) in plan.rates.iter().enumerate() {
             let stage = 1 + k as u64;
             let res = load::run_rate(srv.addr, 2, sessions, rate, plan.rate_secs, stage)?;
@@ -327,7 +370,8 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
     // ---- Summary.
     r.note("");
     r.note(&format!(
-        "RTT (closed loop, 1 session, {} blocks interleaved: raw, none, sync, fdatasync, diagnostics; blocking reads, TCP_NODELAY):",
+        "RTT (closed loop, 1 session, {} blocks interleaved: raw, none, sync with one fdatasync after each round trip, diagnostics; \
+         only the measured server runs, the others are SIGSTOPped; blocking reads, TCP_NODELAY):",
         plan.reps
     ));
     r.note(&format!("  raw TCP ping-pong 40B/88B   p50 {}  p99 {}  p99.9 {}", us(raw_p.p50), us(raw_p.p99), us(raw_p.p99_9)));

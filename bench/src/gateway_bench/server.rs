@@ -45,6 +45,7 @@ pub struct ServerProc {
     pub durability: &'static str,
     /// Its temporary directory (configuration and data).
     pub dir: TempDir,
+    paused: bool,
 }
 
 fn config_text(data_dir: &Path, durability: &str, keys: u64) -> String {
@@ -133,7 +134,7 @@ impl ServerProc {
                 eprintln!("[tickwire serve ({tag2})] {line}");
             }
         });
-        let mut sp = ServerProc { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], 0)), durability, dir };
+        let mut sp = ServerProc { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], 0)), durability, dir, paused: false };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => {
                 sp.addr = a;
@@ -143,9 +144,38 @@ impl ServerProc {
         }
     }
 
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid (not yet reaped: we hold its `Child`); no
+            // pointers involved.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP) while another one is measured: an idle `tickwire serve`
+    /// is not idle on the CPU (its journaler waits in a `sched_yield` loop), and the machine
+    /// has two cores.
+    pub fn pause(&mut self) {
+        if !self.paused {
+            self.signal(libc::SIGSTOP);
+            self.paused = true;
+        }
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.signal(libc::SIGCONT);
+            self.paused = false;
+        }
+    }
+
     /// SIGTERM, wait (15 s), else SIGKILL. Returns how long the stop took.
     pub fn stop(&mut self) -> Duration {
         let t = Instant::now();
+        self.resume();
         let Some(mut c) = self.child.take() else { return Duration::ZERO };
         let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         while t.elapsed() < Duration::from_secs(15) {
