@@ -60,7 +60,9 @@ struct Conn {
     st: St,
     /// Bytes of an incomplete HTTP response or frame.
     partial: Vec<u8>,
-    last_seq: u64,
+    /// Last applied sequence per instrument (a subscriber may get several: the baseline server
+    /// sends every instrument to everyone).
+    seqs: [(u32, u64); 4],
     snapshots: u32,
     instrument: u32,
 }
@@ -168,11 +170,22 @@ fn on_msg(p: &[u8], c: &mut Conn, k: &mut Counters, measuring: bool, hist: &mut 
         k.errors += 1;
         return;
     };
+    let inst = match m {
+        ServerMsg::Snapshot(s) => s.instrument,
+        ServerMsg::DeltaBatch(d) => d.instrument,
+        ServerMsg::Trade(t) => t.instrument,
+        ServerMsg::Status(s) => s.instrument,
+        ServerMsg::Candle(cd) => cd.instrument,
+        _ => 0,
+    };
+    let slot = c.seqs.iter().position(|e| e.0 == inst).or_else(|| c.seqs.iter().position(|e| e.0 == 0)).unwrap_or(inst as usize % 4);
+    c.seqs[slot].0 = inst;
+    let last_seq = &mut c.seqs[slot].1;
     let mut seq_step = |first: u64, last: u64, k: &mut Counters| {
-        if c.last_seq != 0 && first != c.last_seq + 1 {
+        if *last_seq != 0 && first != *last_seq + 1 {
             k.gaps += 1;
         }
-        c.last_seq = last;
+        *last_seq = last;
     };
     let mut lat = |ts: u64| {
         if measuring && ts != 0 {
@@ -182,11 +195,11 @@ fn on_msg(p: &[u8], c: &mut Conn, k: &mut Counters, measuring: bool, hist: &mut 
     };
     match m {
         ServerMsg::Snapshot(s) => {
-            if c.snapshots > 0 && s.seq != c.last_seq {
+            if c.snapshots > 0 && s.seq != *last_seq {
                 k.conflations += 1;
             }
             c.snapshots += 1;
-            c.last_seq = s.seq;
+            *last_seq = s.seq;
         }
         ServerMsg::DeltaBatch(d) => {
             seq_step(d.first_seq, d.last_seq, k);
@@ -385,7 +398,7 @@ pub fn run(args: ClientArgs) {
                         est: false,
                         st: St::Connecting,
                         partial: Vec::new(),
-                        last_seq: 0,
+                        seqs: [(0, 0); 4],
                         snapshots: 0,
                         instrument: 1 + (i as u32 % args.instruments.max(1)),
                     });

@@ -82,6 +82,10 @@ pub struct C100kArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Skip the tokio-tungstenite baseline (fanout bench's `tuned` server, one process, at most
+    /// 18000 subscribers: the same population when it fits, else 18000).
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Recommended kernel settings to compare /proc/sys against (warnings only).
     #[arg(long, default_value = sysctl::CONF)]
     pub sysctl_conf: PathBuf,
@@ -278,31 +282,67 @@ pub fn run(a: &C100kArgs) {
     for w in sysctl::warnings(&a.sysctl_conf, &need) {
         eprintln!("c100k: warning: {w}");
     }
-    let out = match run_tickwire(a, shards, procs) {
+    let out = match run_tickwire(a, shards, procs, false) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("c100k: error: {e}");
             std::process::exit(1);
         }
     };
-    report(a, &[out]);
-    if !a.json {
-        println!("baseline: not run — the fanout benchmark's `tuned` tokio-tungstenite server (bench/src/fanout) has not landed yet");
+    let mut outs = vec![out];
+    // The fanout benchmark's `tuned` baseline: one process, so at most PER_PROCESS subscribers.
+    if a.attach.is_none() && !a.no_baseline {
+        let n = a.subscribers.min(per);
+        if !a.json {
+            eprintln!("c100k: baseline (tuned tokio-tungstenite) with {n} subscribers");
+        }
+        let b = C100kArgs { subscribers: n, ..a.clone() };
+        match run_tickwire(&b, 1, n.div_ceil(per).max(1), true) {
+            Ok(o) => outs.push(o),
+            Err(e) => eprintln!("c100k: baseline not measured: {e}"),
+        }
     }
+    report(a, &outs);
 }
 
 fn self_exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("own path: {e}"))
 }
 
-fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, String> {
+fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> Result<Outcome, String> {
     let mut children = Children(Vec::new());
+    // Kept open for the baseline server: its stdin closing means QUIT.
+    let mut _baseline_stdin: Option<ChildStdin> = None;
     let mut _shm = None;
     let mut flow = None;
     let mut shard_pids = Vec::new();
     let mut shard_kind = "attached";
     let addr = match a.attach {
         Some(addr) => addr,
+        None if baseline => {
+            let mut c = Command::new(self_exe()?);
+            c.args(["fanout", "--role", "server", "--kind", "tuned", "--backend", "epoll"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            let mut child = spawn(&mut c).map_err(|e| format!("baseline server: {e}"))?;
+            let mut stdin = child.stdin.take().ok_or("baseline stdin")?;
+            let out = child.stdout.take().ok_or("baseline stdout")?;
+            shard_pids.push(child.id());
+            children.0.push(("baseline server".into(), child));
+            let mut line = String::new();
+            BufReader::new(out).read_line(&mut line).map_err(|e| format!("baseline server: {e}"))?;
+            let port: u16 = line
+                .strip_prefix("READY ")
+                .and_then(|p| p.trim().parse().ok())
+                .ok_or_else(|| format!("baseline server said {line:?}"))?;
+            // Its publisher's rate is in updates/s, integer.
+            let r = a.rate.round().max(1.0) as u64;
+            stdin.write_all(format!("RATE {r}\n").as_bytes()).and_then(|_| stdin.flush()).map_err(|e| e.to_string())?;
+            _baseline_stdin = Some(stdin);
+            shard_kind = "tuned tokio-tungstenite + broadcast (fanout bench), 1 process, 4 instruments, all to every subscriber";
+            SocketAddr::from(([127, 0, 0, 1], port))
+        }
         None => {
             let feed_bin = match &a.feed_bin {
                 Some(p) => p.clone(),
@@ -557,9 +597,11 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize) -> Result<Outcome, S
     let cpu_pct = (cpu_ticks_end.saturating_sub(cpu_ticks_at_measure)) as f64 / ticks_per_sec() / secs * 100.0;
     let client_cpu_pct = (client_ticks_end.saturating_sub(client_ticks_at_measure)) as f64 / ticks_per_sec() / secs * 100.0;
     Ok(Outcome {
-        server: "tickwire",
+        server: if baseline { "baseline" } else { "tickwire" },
         backend: if a.attach.is_some() {
             "attached".into()
+        } else if baseline {
+            format!("{shard_kind}; {procs} client process(es)")
         } else {
             format!(
                 "shm-shards: {shards} {} processes (epoll), engine thread in the bench, {procs} client processes",
