@@ -4,6 +4,7 @@
 mod c100k;
 mod journal_bench;
 mod fanout;
+mod gateway_bench;
 mod match_bench;
 mod report;
 mod workload;
@@ -34,6 +35,9 @@ enum Bench {
     Match(Common),
     /// Market-data fan-out to K WebSocket subscribers (client processes), vs tokio-tungstenite.
     Fanout(fanout::FanoutArgs),
+    /// Order entry through `tickwire serve` (child process): RTT with journal none and sync vs
+    /// a raw TCP ping-pong and fdatasync; open-loop throughput of N sessions at fixed rates.
+    Gateway(gateway_bench::GatewayArgs),
     /// Command journal (sync group commit, ack latency, replay) and snapshots, vs raw fdatasync.
     Journal(journal_bench::JournalArgs),
     /// Many market-data subscribers (10K..1M): feed shard processes on one port, client processes
@@ -52,6 +56,7 @@ fn main() {
     match cli.bench {
         Bench::Match(c) => match_bench::run(&c),
         Bench::Fanout(a) => fanout::run(&a),
+        Bench::Gateway(a) => gateway_bench::run(&a),
         Bench::Journal(a) => journal_bench::run(&a),
         Bench::C100k(a) => c100k::run(&a),
         Bench::C100kClient(a) => c100k::client::run(a),
