@@ -137,6 +137,8 @@ pub struct HubStats {
     pub candles_closed: u64,
     /// Top-N views broadcast.
     pub top_updates: u64,
+    /// Ticks run ([`Hub::on_tick_at`]).
+    pub ticks: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,12 +149,19 @@ enum State {
     Closing,
 }
 
-/// One connection. Idle and caught up, it holds no heap memory but its subscription list.
+/// One connection. Idle and caught up, it holds no heap memory at all (up to [`SUBS_INLINE`]
+/// subscriptions; the byte inventory is in docs/market-data.md, *Memory per connection*).
 struct Conn {
     state: State,
     /// Set while over budget under `Conflate`: nothing is queued, snapshots follow the drain.
     conflated: bool,
     in_dirty: bool,
+    /// Got a market-data frame since the last tick: keeps its queue's capacity when drained (no
+    /// allocation per wake-up on the busy path); an idle connection's drained queue is freed.
+    busy: bool,
+    /// The shard's current heartbeat (`Hub::hb_frame`) is queued, ahead of `out`, without a
+    /// queue entry (`out` is then empty): heartbeats to idle connections allocate nothing.
+    hb: bool,
     /// Bytes of `out[0]` already written.
     head_off: u32,
     /// Tick at which it entered its current state (handshake / closing linger).
@@ -160,12 +169,101 @@ struct Conn {
     /// Queued bytes not yet written.
     queued: usize,
     out: VecDeque<Bytes>,
-    /// `(instrument, channel mask)`; the mask is always `md::effective_channels` of itself.
-    subs: Vec<(InstrumentId, u16)>,
+    /// `(instrument index << 4) | channel mask`; the mask is always `md::effective_channels` of
+    /// itself.
+    subs: Subs,
     /// Only while a handshake or a client frame spans reads. Boxed: 8 bytes when absent
     /// instead of 24, for every idle connection.
     #[allow(clippy::box_collection)]
     partial: Option<Box<Vec<u8>>>,
+}
+
+/// Subscriptions kept inline (no heap) per connection; more spill to a `Vec`.
+pub const SUBS_INLINE: usize = 4;
+
+/// A connection's subscriptions, each `(instrument index << 4) | channel mask`: up to
+/// [`SUBS_INLINE`] inline (the common 1–4 instruments cost no allocation), more on the heap.
+#[derive(Clone)]
+enum Subs {
+    Inline(u8, [u32; SUBS_INLINE]),
+    Heap(Vec<u32>),
+}
+
+impl Subs {
+    const EMPTY: Subs = Subs::Inline(0, [0; SUBS_INLINE]);
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Subs::Inline(n, a) => &a[..*n as usize],
+            Subs::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u32] {
+        match self {
+            Subs::Inline(n, a) => &mut a[..*n as usize],
+            Subs::Heap(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, x: u32) {
+        match self {
+            Subs::Inline(n, a) if (*n as usize) < SUBS_INLINE => {
+                a[*n as usize] = x;
+                *n += 1;
+            }
+            Subs::Inline(_, a) => {
+                let mut v = Vec::with_capacity(2 * SUBS_INLINE);
+                v.extend_from_slice(a);
+                v.push(x);
+                *self = Subs::Heap(v);
+            }
+            Subs::Heap(v) => v.push(x),
+        }
+    }
+
+    fn swap_remove(&mut self, p: usize) -> u32 {
+        match self {
+            Subs::Inline(n, a) => {
+                let x = a[p];
+                a[p] = a[*n as usize - 1];
+                *n -= 1;
+                x
+            }
+            Subs::Heap(v) => {
+                let x = v.swap_remove(p);
+                if v.len() <= SUBS_INLINE {
+                    let mut a = [0; SUBS_INLINE];
+                    a[..v.len()].copy_from_slice(v);
+                    *self = Subs::Inline(v.len() as u8, a);
+                }
+                x
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Subs::Inline(..) => 0,
+            Subs::Heap(v) => v.capacity() * 4,
+        }
+    }
+}
+
+fn sub_entry(i: usize, mask: u16) -> u32 {
+    ((i as u32) << 4) | u32::from(mask & md::CH_ALL)
+}
+
+fn sub_index(x: u32) -> usize {
+    (x >> 4) as usize
+}
+
+fn sub_mask(x: u32) -> u16 {
+    (x & 0xF) as u16
 }
 
 struct Instrument {
@@ -263,6 +361,8 @@ pub struct Hub {
     /// The last `now` the caller gave.
     now_ns: u64,
     bars: Vec<(CandleInterval, Bar)>,
+    /// The heartbeat of the last tick, queued by flag (`Conn::hb`).
+    hb_frame: Bytes,
     /// Counters.
     pub stats: HubStats,
 }
@@ -302,6 +402,8 @@ impl Hub {
         let mut ids = cfg.instruments.clone();
         ids.sort_unstable();
         ids.dedup();
+        // Subscription entries keep the instrument index in 28 bits.
+        assert!(ids.len() < 1 << 28, "too many instruments for one hub");
         let instruments: Vec<Instrument> = ids
             .iter()
             .map(|&id| Instrument {
@@ -347,6 +449,7 @@ impl Hub {
             top_pending: Vec::new(),
             now_ns: 0,
             bars: Vec::new(),
+            hb_frame: Bytes::new(),
             stats: HubStats::default(),
         }
     }
@@ -731,11 +834,13 @@ impl Hub {
             state: State::Handshake,
             conflated: false,
             in_dirty: false,
+            busy: false,
+            hb: false,
             head_off: 0,
             since_tick: self.tick,
             queued: 0,
             out: VecDeque::new(),
-            subs: Vec::new(),
+            subs: Subs::EMPTY,
             partial: None,
         };
         self.stats.accepted += 1;
@@ -753,10 +858,8 @@ impl Hub {
     pub fn close(&mut self, id: ConnId) {
         let Some(slot) = self.conns.get_mut(id as usize) else { return };
         let Some(c) = slot.take() else { return };
-        for (ins_id, mask) in c.subs {
-            if let Some(&i) = self.index.get(&ins_id) {
-                self.instruments[i].set_channels(id, mask, 0);
-            }
+        for &x in c.subs.as_slice() {
+            self.instruments[sub_index(x)].set_channels(id, sub_mask(x), 0);
         }
         self.free.push(id);
         self.stats.closed += 1;
@@ -789,6 +892,11 @@ impl Hub {
         if c.state != State::Open || (budgeted && c.conflated) {
             return;
         }
+        if c.hb {
+            c.hb = false;
+            c.out.push_front(self.hb_frame.clone());
+        }
+        c.busy |= budgeted;
         if budgeted && !c.out.is_empty() && c.queued + f.len() > budget {
             // Keep a frame already partly written: the WebSocket stream must stay well-formed.
             let keep = if c.head_off > 0 { c.out.pop_front() } else { None };
@@ -826,9 +934,57 @@ impl Hub {
         }
     }
 
+    /// Queues the current heartbeat (`Hub::hb_frame`, budgeted like any frame): to a connection
+    /// with nothing queued, as a flag (no queue entry, no allocation).
+    fn push_heartbeat(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
+        if c.state != State::Open || c.conflated {
+            return;
+        }
+        if !c.out.is_empty() || c.hb {
+            let h = self.hb_frame.clone();
+            return self.push(id, h, true);
+        }
+        c.hb = true;
+        c.queued += self.hb_frame.len();
+        self.stats.frames_queued += 1;
+        if !c.in_dirty {
+            c.in_dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Bytes this hub holds for its connections, from sizes and capacities: the slot table, each
+    /// connection's queue entries, spilled subscriptions, partial input and queued bytes (frames
+    /// shared with other connections counted as if owned), the instruments' subscriber lists, and
+    /// the id lists (free, dirty, to close). Shared frames, books and replay windows are not
+    /// per connection and are not counted. See docs/market-data.md, *Memory per connection*.
+    pub fn conn_memory_bytes(&self) -> usize {
+        let mut n = self.conns.capacity() * std::mem::size_of::<Option<Conn>>();
+        n += (self.free.capacity() + self.dirty.capacity() + self.to_close.capacity()) * std::mem::size_of::<ConnId>();
+        for c in self.conns.iter().flatten() {
+            n += c.out.capacity() * std::mem::size_of::<Bytes>() + c.subs.heap_bytes() + c.queued;
+            n += c.partial.as_ref().map_or(0, |p| std::mem::size_of::<Vec<u8>>() + p.capacity());
+        }
+        for ins in &self.instruments {
+            let lists = ins.subscribers.capacity() + ins.top_subs.capacity() + ins.trade_subs.capacity() + ins.candle_subs.capacity();
+            n += lists * std::mem::size_of::<ConnId>();
+        }
+        n
+    }
+
+    /// Connections open in the hub.
+    pub fn open_conns(&self) -> usize {
+        self.stats.open as usize
+    }
+
     /// Queues a frame that bypasses the budget and conflation (handshake answers, pongs, closes).
     fn push_control(&mut self, id: ConnId, f: Bytes) {
-        let Some(c) = self.conn_mut(id) else { return };
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
+        if c.hb {
+            c.hb = false;
+            c.out.push_front(self.hb_frame.clone());
+        }
         c.queued += f.len();
         c.out.push_back(f);
         if !c.in_dirty {
@@ -847,7 +1003,7 @@ impl Hub {
             c.state = State::Closing;
             c.since_tick = tick;
             c.partial = None;
-            if c.out.is_empty() {
+            if c.out.is_empty() && !c.hb {
                 self.to_close.push(id);
             }
         }
@@ -876,6 +1032,28 @@ impl Hub {
     pub fn flush(&mut self, id: ConnId, write: &mut dyn FnMut(&[IoSlice<'_>]) -> io::Result<usize>) -> Flush {
         loop {
             let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return Flush::Close };
+            if c.hb {
+                // The shared heartbeat, queued without an entry (`out` is empty).
+                let hb = &self.hb_frame;
+                match write(&[IoSlice::new(hb)]) {
+                    Ok(0) => return Flush::Close,
+                    Ok(w) => {
+                        self.stats.bytes_written += w as u64;
+                        c.queued -= w.min(c.queued);
+                        c.hb = false;
+                        if w < hb.len() {
+                            // Short write: the rest becomes an ordinary queue entry.
+                            c.out.push_back(hb.clone());
+                            c.head_off = w as u32;
+                            return Flush::Blocked;
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Flush::Close,
+                }
+            }
             if c.out.is_empty() {
                 if c.state == State::Closing {
                     return Flush::Close;
@@ -884,22 +1062,23 @@ impl Hub {
                     // Drained: resynchronise every subscription with a fresh snapshot.
                     c.conflated = false;
                     let subs = c.subs.clone();
-                    for (ins_id, mask) in subs {
-                        if let Some(&i) = self.index.get(&ins_id) {
-                            if mask & CH_BOOK != 0 {
-                                let s = self.snapshot(i);
-                                self.push(id, s, false);
-                            }
-                            if mask & CH_TOP != 0 {
-                                let t = self.top_now(i);
-                                self.push(id, t, false);
-                            }
+                    for &x in subs.as_slice() {
+                        let (i, mask) = (sub_index(x), sub_mask(x));
+                        if mask & CH_BOOK != 0 {
+                            let s = self.snapshot(i);
+                            self.push(id, s, false);
+                        }
+                        if mask & CH_TOP != 0 {
+                            let t = self.top_now(i);
+                            self.push(id, t, false);
                         }
                     }
                     continue;
                 }
-                if c.out.capacity() > 16 {
-                    c.out = VecDeque::new(); // give back a burst's memory when idle
+                if c.out.capacity() > 16 || (!c.busy && c.out.capacity() > 0) {
+                    // Give back the memory of a burst, and of an idle connection's queue (a
+                    // connection with market data since the last tick keeps it for the next).
+                    c.out = VecDeque::new();
                 }
                 return Flush::Done;
             }
@@ -1097,17 +1276,13 @@ impl Hub {
                 }
             }
             ClientMsg::Unsubscribe { instrument } => {
+                let i = self.index.get(&instrument).copied();
                 let Some(c) = self.conn_mut(id) else { return };
-                let Some(p) = c.subs.iter().position(|&(x, _)| x == instrument) else {
+                let Some(p) = i.and_then(|i| c.subs.as_slice().iter().position(|&x| sub_index(x) == i)) else {
                     return self.send_error(id, ErrorCode::NotSubscribed, instrument, 0);
                 };
-                let (_, mask) = c.subs.swap_remove(p);
-                if c.subs.is_empty() {
-                    c.subs = Vec::new();
-                }
-                if let Some(&i) = self.index.get(&instrument) {
-                    self.instruments[i].set_channels(id, mask, 0);
-                }
+                let x = c.subs.swap_remove(p);
+                self.instruments[sub_index(x)].set_channels(id, sub_mask(x), 0);
             }
         }
     }
@@ -1138,16 +1313,16 @@ impl Hub {
         };
         let max = self.cfg.max_subs;
         let c = self.conn_mut(id)?;
-        let pos = c.subs.iter().position(|&(x, _)| x == instrument);
-        let old = pos.map_or(0, |p| c.subs[p].1);
+        let pos = c.subs.as_slice().iter().position(|&x| sub_index(x) == i);
+        let old = pos.map_or(0, |p| sub_mask(c.subs.as_slice()[p]));
         if pos.is_none() && c.subs.len() >= max {
             self.send_error(id, ErrorCode::TooManySubscriptions, instrument, max as u64);
             return None;
         }
         let new = md::effective_channels(old | md::effective_channels(mask));
         match pos {
-            Some(p) => c.subs[p].1 = new,
-            None => c.subs.push((instrument, new)),
+            Some(p) => c.subs.as_mut_slice()[p] = sub_entry(i, new),
+            None => c.subs.push(sub_entry(i, new)),
         }
         self.instruments[i].set_channels(id, old, new);
         Some((i, new & !old))
@@ -1191,6 +1366,7 @@ impl Hub {
     pub fn on_tick_at(&mut self, heartbeat: bool, now_ns: u64) {
         self.now_ns = now_ns;
         self.tick = self.tick.wrapping_add(1);
+        self.stats.ticks += 1;
         let mut bars = std::mem::take(&mut self.bars);
         for i in 0..self.instruments.len() {
             let ins = &mut self.instruments[i];
@@ -1209,13 +1385,26 @@ impl Hub {
             md::Heartbeat { nonce: 0, server_ns: now_ns }.encode(&mut p);
             ws_frame(&p)
         });
+        if let Some(h) = &hb {
+            // Connections still holding the previous heartbeat by flag get it as an entry.
+            for id in 0..self.conns.len() as ConnId {
+                if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) {
+                    if c.hb {
+                        c.hb = false;
+                        c.out.push_front(self.hb_frame.clone());
+                    }
+                }
+            }
+            self.hb_frame = h.clone();
+        }
         for id in 0..self.conns.len() as ConnId {
-            let Some(c) = self.conn(id) else { continue };
+            let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { continue };
+            c.busy = false;
             let age = self.tick.wrapping_sub(c.since_tick);
             match c.state {
                 State::Open => {
-                    if let Some(h) = &hb {
-                        self.push(id, h.clone(), true);
+                    if hb.is_some() {
+                        self.push_heartbeat(id);
                     }
                 }
                 State::Handshake | State::Closing => {

@@ -55,7 +55,7 @@ pub mod sys;
 pub mod ws;
 
 pub use hub::{ConnId, Hub, HubConfig, HubStats, SlowPolicy};
-pub use shard::{FeedShard, ShardConfig};
+pub use shard::{FeedShard, ShardConfig, ShardMemory};
 pub use source::{channel, ChannelSource, EventSource, FeedSender, ShmSource};
 pub use sys::BackendKind;
 

@@ -15,6 +15,27 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// Engine events consumed per wake-up at most (then the loop comes back for more).
 pub const EVENTS_PER_WAKE: usize = 65_536;
 
+/// Memory a shard holds in user space, accounted from sizes and capacities
+/// ([`FeedShard::memory`]; inventory in docs/market-data.md, *Memory per connection*).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardMemory {
+    /// Connections open.
+    pub conns: usize,
+    /// Bytes the hub holds for connections ([`Hub::conn_memory_bytes`]).
+    pub hub_bytes: usize,
+    /// Bytes the backend holds for connections.
+    pub backend_bytes: usize,
+    /// Per-shard bytes allocated whatever the connections (read scratch, receive buffers).
+    pub fixed_bytes: usize,
+}
+
+impl ShardMemory {
+    /// `(hub_bytes + backend_bytes) / conns` (0 without connections).
+    pub fn per_conn_bytes(&self) -> usize {
+        (self.hub_bytes + self.backend_bytes).checked_div(self.conns).unwrap_or(0)
+    }
+}
+
 /// Shard settings.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
@@ -101,6 +122,18 @@ impl<S: EventSource> FeedShard<S> {
         &mut self.hub
     }
 
+    /// The user-space memory this shard holds, per connection and fixed.
+    pub fn memory(&self) -> ShardMemory {
+        ShardMemory {
+            conns: self.hub.open_conns(),
+            hub_bytes: self.hub.conn_memory_bytes(),
+            backend_bytes: self.backend.conn_memory_bytes()
+                + self.ids.capacity() * std::mem::size_of::<ConnId>()
+                + self.ready.capacity() * std::mem::size_of::<Ready>(),
+            fixed_bytes: self.backend.fixed_memory_bytes() + self.scratch.len(),
+        }
+    }
+
     /// Wakes the shard from another thread.
     pub fn notifier(&self) -> Notifier {
         self.backend.notifier()
@@ -133,6 +166,7 @@ impl<S: EventSource> FeedShard<S> {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + self.cfg.tick;
+                self.trim();
                 self.hub.on_tick_at(self.cfg.heartbeats, wall_ns());
                 self.flush_and_close();
                 if let Ok(mut s) = self.stats_out.lock() {
@@ -237,6 +271,14 @@ impl<S: EventSource> FeedShard<S> {
             self.close(id);
         }
         self.ids = ids;
+    }
+
+    /// Gives back what bursts (connection storms, heartbeats) left in tables that grow with the
+    /// connections; the next burst grows them again.
+    fn trim(&mut self) {
+        self.backend.trim();
+        self.ids = Vec::new();
+        self.ready = Vec::new();
     }
 
     fn close(&mut self, id: ConnId) {

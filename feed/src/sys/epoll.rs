@@ -98,6 +98,18 @@ impl Backend for Epoll {
         }
     }
 
+    /// The stream table (one fd per slot; mio keeps no user-space state per registration on
+    /// Linux: the epoll item is kernel memory).
+    fn conn_memory_bytes(&self) -> usize {
+        self.conns.capacity() * std::mem::size_of::<Option<TcpStream>>()
+    }
+
+    fn trim(&mut self) {}
+
+    fn fixed_memory_bytes(&self) -> usize {
+        self.events.capacity() * std::mem::size_of::<libc::epoll_event>()
+    }
+
     fn notifier(&self) -> Notifier {
         let w = self.waker.clone();
         Notifier(Arc::new(move || {

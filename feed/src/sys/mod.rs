@@ -116,6 +116,15 @@ impl Backend for AnyBackend {
     fn notifier(&self) -> Notifier {
         dispatch!(self, b => b.notifier())
     }
+    fn conn_memory_bytes(&self) -> usize {
+        dispatch!(self, b => b.conn_memory_bytes())
+    }
+    fn fixed_memory_bytes(&self) -> usize {
+        dispatch!(self, b => b.fixed_memory_bytes())
+    }
+    fn trim(&mut self) {
+        dispatch!(self, b => b.trim())
+    }
 }
 
 /// Wakes a shard from another thread.
@@ -155,6 +164,13 @@ pub(crate) trait Backend {
     fn close(&mut self, id: ConnId);
     /// A handle that wakes `wait` from another thread.
     fn notifier(&self) -> Notifier;
+    /// Bytes held for connections in user space (sizes and capacities of per-connection state
+    /// and of tables that grow with the connections).
+    fn conn_memory_bytes(&self) -> usize;
+    /// Bytes held per shard whatever the connections (buffers allocated up front).
+    fn fixed_memory_bytes(&self) -> usize;
+    /// Gives back memory that bursts left in per-shard tables (called every tick).
+    fn trim(&mut self);
 }
 
 /// A non-blocking TCP listener with SO_REUSEADDR and SO_REUSEPORT, so several shard processes

@@ -39,18 +39,25 @@ use std::time::{Duration, Instant};
 const SQ_ENTRIES: u32 = 4096;
 /// Entries of the completion queue.
 const CQ_ENTRIES: u32 = 65_536;
-/// Receive buffers in the provided-buffer ring (a power of two).
+/// Receive buffers of the shard (a power of two): the most the provided-buffer ring holds.
 const BUF_COUNT: u16 = 1024;
-/// Size of one receive buffer.
-const BUF_SIZE: usize = 2048;
+/// Size of one receive buffer (client input is small: upgrade requests, subscriptions, pings).
+const BUF_SIZE: usize = 1024;
+/// Buffers kept in the provided-buffer ring at first; doubled (up to `BUF_COUNT`) each time a
+/// receive finds it empty. Given-back buffers are reused most-recent first, so only the buffers
+/// a shard ever needed at once are touched (resident), not all `BUF_COUNT`.
+const BUF_STOCK_MIN: u16 = 64;
 /// Buffer group id of the ring.
 const BGID: u16 = 7;
 /// Most bytes staged for one connection before `writev` reports a full socket.
 const STAGE_MAX: usize = 256 * 1024;
-/// Staging buffers kept for reuse.
+/// Staging buffers kept for reuse while busy.
 const POOL_MAX: usize = 4096;
+/// Staging buffers kept through an idle trim (see `TRIM_EVERY`).
+const POOL_KEEP: usize = 64;
 /// Staging buffers larger than this are not kept in the pool.
-const POOL_BUF_MAX: usize = 64 * 1024;
+const POOL_BUF_MAX: usize = 16 * 1024;
+
 /// How long a closed connection's last send may take before the socket is shut down anyway.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -114,6 +121,12 @@ struct BufRing {
     size: usize,
     tail: u16,
     mem: Box<[u8]>,
+    /// Buffers neither in the ring nor held by a connection; the last given back on top.
+    free: Vec<u16>,
+    /// Buffers published to the kernel and not yet seen in a completion.
+    stock: u16,
+    /// How many buffers to keep in the ring.
+    target: u16,
 }
 
 // SAFETY: the raw pointer is owned memory used only by the thread that owns the backend.
@@ -132,10 +145,17 @@ impl BufRing {
         if p.is_null() {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
-        let mut r = BufRing { entries: p.cast(), count, size, tail: 0, mem: vec![0u8; count as usize * size].into_boxed_slice() };
-        for bid in 0..count {
-            r.push(bid);
-        }
+        let mut r = BufRing {
+            entries: p.cast(),
+            count,
+            size,
+            tail: 0,
+            mem: vec![0u8; count as usize * size].into_boxed_slice(),
+            free: (0..count).rev().collect(),
+            stock: 0,
+            target: BUF_STOCK_MIN.min(count),
+        };
+        r.refill();
         r.publish();
         Ok(r)
     }
@@ -144,7 +164,32 @@ impl BufRing {
         self.entries as u64
     }
 
-    /// Gives buffer `bid` back to the kernel (visible after [`BufRing::publish`]).
+    /// A buffer came back from a connection (or unused from a completion).
+    fn give_back(&mut self, bid: u16) {
+        self.free.push(bid);
+    }
+
+    /// The kernel used one published buffer (a completion carried it).
+    fn taken(&mut self) {
+        self.stock = self.stock.saturating_sub(1);
+    }
+
+    /// A receive found the ring empty: keep more buffers in it.
+    fn grow(&mut self) {
+        self.target = self.target.saturating_mul(2).min(self.count);
+    }
+
+    /// Tops the ring up to `target` from the most recently given-back buffers (visible after
+    /// [`BufRing::publish`]).
+    fn refill(&mut self) {
+        while self.stock < self.target {
+            let Some(bid) = self.free.pop() else { break };
+            self.push(bid);
+            self.stock += 1;
+        }
+    }
+
+    /// Puts buffer `bid` in the ring (visible after [`BufRing::publish`]).
     fn push(&mut self, bid: u16) {
         let i = (self.tail & (self.count - 1)) as usize;
         // SAFETY: `i < count`, inside the allocation; the kernel only reads entries between its
@@ -156,8 +201,9 @@ impl BufRing {
         self.tail = self.tail.wrapping_add(1);
     }
 
-    /// Publishes the pushed entries to the kernel.
-    fn publish(&self) {
+    /// Refills, then publishes the pushed entries to the kernel.
+    fn publish(&mut self) {
+        self.refill();
         // SAFETY: `entries` is the ring's base; the tail field overlays entry 0's `resv`, which
         // the kernel reads with acquire semantics.
         let tail = unsafe { types::BufRingEntry::tail(self.entries) } as *const std::sync::atomic::AtomicU16;
@@ -234,6 +280,8 @@ pub(crate) struct Uring {
     cqes: Vec<(u64, i32, u32)>,
     /// Operations whose last completion has not arrived (multishots armed, sends in flight).
     inflight: usize,
+    /// Send slots in use.
+    live_sends: usize,
 }
 
 fn errno_of(e: &io::Error) -> i32 {
@@ -280,8 +328,9 @@ impl Uring {
             marked: Vec::new(),
             marked_wake: false,
             pool: Vec::new(),
-            cqes: Vec::with_capacity(4096),
+            cqes: Vec::new(),
             inflight: 0,
+            live_sends: 0,
         })
     }
 
@@ -360,8 +409,54 @@ impl Uring {
 
     fn recycle(&mut self, bid: u16) {
         if let Some(r) = self.ring.as_mut() {
-            r.bufs.push(bid);
+            r.bufs.give_back(bid);
         }
+    }
+
+    /// Gives back the memory of burst-sized tables (send slots when none is in flight, staging
+    /// pool beyond `POOL_KEEP`, completion and id lists): called by the shard every tick, so a
+    /// heartbeat or a connection storm leaves no memory proportional to the connections behind,
+    /// while the busy path keeps its buffers between ticks.
+    fn trim_impl(&mut self) {
+        if self.live_sends == 0 {
+            self.sends = Vec::new();
+            self.free_sends = Vec::new();
+        }
+        self.pool.truncate(POOL_KEEP);
+        self.pool.shrink_to_fit();
+        for v in [&mut self.to_send, &mut self.rearm, &mut self.again, &mut self.marked] {
+            if v.is_empty() {
+                *v = Vec::new();
+            }
+        }
+        self.cqes = Vec::new();
+        if self.accepted.is_empty() {
+            self.accepted = VecDeque::new();
+        }
+    }
+
+    /// Bytes this backend holds for its connections (sizes and capacities): the connection and
+    /// generation tables, received buffers waiting per connection (their queue entries; the
+    /// buffers belong to the shared ring), staging buffers, send slots, the staging pool and the
+    /// id / completion lists. The provided-buffer ring is per shard (`fixed_memory_bytes`).
+    fn conn_memory_bytes_impl(&self) -> usize {
+        use std::mem::size_of;
+        let mut n = self.conns.capacity() * size_of::<Option<Conn>>() + self.gens.capacity() * 4;
+        for c in self.conns.iter().flatten() {
+            n += c.bufs.capacity() * size_of::<(u16, u32, u32)>() + c.staged.capacity();
+        }
+        n += self.sends.capacity() * size_of::<Option<SendOp>>() + self.free_sends.capacity() * 4;
+        n += self.sends.iter().flatten().map(|op| op.buf.capacity()).sum::<usize>();
+        n += self.pool.capacity() * size_of::<Vec<u8>>() + self.pool.iter().map(|b| b.capacity()).sum::<usize>();
+        let ids = self.closing.capacity() + self.to_send.capacity() + self.rearm.capacity() + self.again.capacity() + self.marked.capacity();
+        n += ids * 4 + self.accepted.capacity() * 4 + self.cqes.capacity() * size_of::<(u64, i32, u32)>();
+        n
+    }
+
+    /// Per-shard bytes: the receive buffers (allocated, resident only once used), the ring of
+    /// buffer entries. The SQ/CQ rings are kernel memory mapped at setup.
+    fn fixed_memory_bytes_impl(&self) -> usize {
+        (BUF_COUNT as usize) * BUF_SIZE + BufRing::layout(BUF_COUNT).size()
     }
 
     fn take_buf(&mut self) -> Vec<u8> {
@@ -388,6 +483,7 @@ impl Uring {
 
     fn new_send(&mut self, op: SendOp) -> u32 {
         self.inflight += 1;
+        self.live_sends += 1;
         if let Some(s) = self.free_sends.pop() {
             self.sends[s as usize] = Some(op);
             s
@@ -442,6 +538,7 @@ impl Uring {
     fn finish_send(&mut self, slot: u32, err: i32) {
         let Some(op) = self.sends.get_mut(slot as usize).and_then(|s| s.take()) else { return };
         self.inflight -= 1;
+        self.live_sends -= 1;
         self.free_sends.push(slot);
         if let Some((id, gen)) = op.owner {
             if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) {
@@ -502,6 +599,11 @@ impl Uring {
                         self.inflight -= 1;
                     }
                     let bid = cqueue::buffer_select(flags);
+                    if bid.is_some() {
+                        if let Some(r) = self.ring.as_mut() {
+                            r.bufs.taken();
+                        }
+                    }
                     let live = matches!(self.conns.get(id as usize), Some(Some(c)) if c.gen & 0xFF_FFFF == gen);
                     if !live {
                         if let Some(b) = bid {
@@ -526,7 +628,10 @@ impl Uring {
                             self.recycle(b);
                         }
                     } else if res == -libc::ENOBUFS {
-                        // Out of provided buffers: arm again once the shard gave some back.
+                        // Out of provided buffers: keep more in the ring, arm again.
+                        if let Some(r) = self.ring.as_mut() {
+                            r.bufs.grow();
+                        }
                         self.rearm.push(id);
                     } else if res != -libc::ECANCELED {
                         c.err.get_or_insert(-res);
@@ -539,7 +644,7 @@ impl Uring {
         }
         cqes.clear();
         self.cqes = cqes;
-        if let Some(r) = self.ring.as_ref() {
+        if let Some(r) = self.ring.as_mut() {
             r.bufs.publish();
         }
     }
@@ -591,7 +696,7 @@ impl Backend for Uring {
                 }
             }
         }
-        if let Some(r) = self.ring.as_ref() {
+        if let Some(r) = self.ring.as_mut() {
             r.bufs.publish();
         }
         let mut timeout = timeout.unwrap_or(Duration::from_secs(3600));
@@ -691,9 +796,12 @@ impl Backend for Uring {
             *off += k as u32;
             if *off == len {
                 c.bufs.pop_front();
-                r.bufs.push(bid);
+                r.bufs.give_back(bid);
                 freed = true;
             }
+        }
+        if c.bufs.is_empty() && c.bufs.capacity() > 0 {
+            c.bufs = VecDeque::new(); // an idle connection holds no receive entries
         }
         if freed {
             r.bufs.publish();
@@ -749,7 +857,7 @@ impl Backend for Uring {
         for &(bid, _, _) in &c.bufs {
             self.recycle(bid);
         }
-        if let Some(r) = self.ring.as_ref() {
+        if let Some(r) = self.ring.as_mut() {
             r.bufs.publish();
         }
         if c.recv_armed {
@@ -778,6 +886,18 @@ impl Backend for Uring {
         }
         self.give_buf(c.staged);
         shutdown_close(c.fd);
+    }
+
+    fn conn_memory_bytes(&self) -> usize {
+        self.conn_memory_bytes_impl()
+    }
+
+    fn trim(&mut self) {
+        self.trim_impl()
+    }
+
+    fn fixed_memory_bytes(&self) -> usize {
+        self.fixed_memory_bytes_impl()
     }
 
     fn notifier(&self) -> Notifier {
