@@ -441,7 +441,6 @@ pub fn run(args: ClientArgs) {
                 }
             }
         }
-        if last_progress.elapsed() >= Duration::from_millis(200) {}
         if last_progress.elapsed() >= Duration::from_millis(200) {
             last_progress = Instant::now();
             let failed = k.connect_failures + k.handshake_failures;
