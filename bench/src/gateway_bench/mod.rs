@@ -184,6 +184,7 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
         ));
     }
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+    server::install_interrupt_handler();
     let mut r = Report::new(a.common.json);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     r.note(&format!(

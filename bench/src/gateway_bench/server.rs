@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,43 @@ pub fn secret(id: u64) -> Vec<u8> {
 
 /// Instrument used by every order (BTC-USD-like: tick 1, lot 1).
 pub const INSTRUMENT: u32 = 1;
+
+/// Pids of the running servers, for the SIGINT/SIGTERM handler (a frozen server must not
+/// outlive an interrupted bench).
+static CHILDREN: [AtomicI32; 8] = [const { AtomicI32::new(0) }; 8];
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    for c in &CHILDREN {
+        let pid = c.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill(2) is async-signal-safe; the pid is one of our children.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(130) };
+}
+
+/// Kills the servers on SIGINT/SIGTERM (the temporary directories then stay behind).
+pub fn install_interrupt_handler() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only loads atomics and calls async-signal-safe functions.
+        unsafe {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn track(pid: u32, add: bool) {
+    let (from, to) = if add { (0, pid as i32) } else { (pid as i32, 0) };
+    for c in &CHILDREN {
+        if c.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return;
+        }
+    }
+}
 
 /// A fresh directory, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -117,6 +155,7 @@ impl ServerProc {
             }),
         };
         let mut child = spawned.map_err(|e| format!("{}: {e}", bin.display()))?;
+        track(child.id(), true);
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel::<SocketAddr>();
@@ -176,10 +215,11 @@ impl ServerProc {
     pub fn stop(&mut self) -> Duration {
         let t = Instant::now();
         self.resume();
+        self.signal(libc::SIGTERM);
         let Some(mut c) = self.child.take() else { return Duration::ZERO };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         while t.elapsed() < Duration::from_secs(15) {
             if let Ok(Some(_)) = c.try_wait() {
+                track(c.id(), false);
                 return t.elapsed();
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -187,6 +227,7 @@ impl ServerProc {
         eprintln!("tickwire serve ({}) did not stop within 15 s: killed", self.durability);
         let _ = c.kill();
         let _ = c.wait();
+        track(c.id(), false);
         t.elapsed()
     }
 }
