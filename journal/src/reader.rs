@@ -553,10 +553,11 @@ impl Iterator for RecordIter {
 // Single-pass recovery (used by `recover_engine`).
 // ---------------------------------------------------------------------------------------------
 
-/// One segment file mapped read-only (a file too short to map is held as empty bytes).
+/// One segment file: mapped read-only (the directory is locked), or read into memory (read-only
+/// recovery, which does not lock: a live writer may trim a file under a map).
 pub(crate) enum SegmentBytes {
     Map(memmap2::Mmap),
-    Empty,
+    Read(Vec<u8>),
 }
 
 impl std::ops::Deref for SegmentBytes {
@@ -564,26 +565,38 @@ impl std::ops::Deref for SegmentBytes {
     fn deref(&self) -> &[u8] {
         match self {
             SegmentBytes::Map(m) => m,
-            SegmentBytes::Empty => &[],
+            SegmentBytes::Read(v) => v,
         }
     }
 }
 
-fn map_segment(path: &Path) -> std::io::Result<SegmentBytes> {
+impl SegmentBytes {
+    /// Asks the kernel to read ahead: the replay is about to read all of it.
+    fn will_need(&self) {
+        if let SegmentBytes::Map(m) = self {
+            let _ = m.advise(memmap2::Advice::WillNeed);
+        }
+    }
+}
+
+fn load_segment(path: &Path, locked: bool) -> std::io::Result<SegmentBytes> {
+    if !locked {
+        return std::fs::read(path).map(SegmentBytes::Read);
+    }
     let f = File::open(path)?;
     if f.metadata()?.len() == 0 {
-        return Ok(SegmentBytes::Empty);
+        return Ok(SegmentBytes::Read(Vec::new()));
     }
-    // SAFETY: the directory is locked against every writer of this journal (or, read-only, the
-    // caller accepts what a concurrent writer does, as with `read`): nothing truncates the file
-    // while it is mapped. The plan drops its maps before it changes a file itself.
-    let m = unsafe { memmap2::MmapOptions::new().populate().map(&f)? };
+    // SAFETY: the directory lock excludes every writer of this journal, so nothing truncates
+    // or rewrites the file while it is mapped; the plan drops its maps before it changes a file
+    // itself (`Plan::commit`).
+    let m = unsafe { memmap2::MmapOptions::new().map(&f)? };
     let _ = m.advise(memmap2::Advice::Sequential);
     Ok(SegmentBytes::Map(m))
 }
 
 /// The outcome [`recover`] will have, predicted from the segment headers, the file names and the
-/// end of the last segment, with every segment mapped once. [`Plan::replay_into`] validates every
+/// end of the last segment, with every segment mapped (or, read-only, read) once. [`Plan::replay_into`] validates every
 /// record (CRC, sequence) as it feeds the engine; if one does not match the prediction, the
 /// prediction is void and the caller runs [`recover_locked`] (the validating pre-pass), which
 /// reaches the same verdict `recover` always did (refusal, torn tail, or cut). Nothing on disk
@@ -607,10 +620,16 @@ pub(crate) struct Fallback(pub(crate) Option<DirLock>);
 /// handed back. Errors are the ones [`recover`] returns before it reads any segment.
 pub(crate) fn plan(dir: &Path, opts: RecoverOptions) -> Result<std::result::Result<Plan, Fallback>> {
     let lock = check_and_lock(dir, opts)?;
+    if lock.is_none() {
+        // Read-only recovery does not lock: a live writer may trim a segment, which must not be
+        // mapped then (SIGBUS), and reading every segment into memory at once could be too much.
+        // The validating path reads one segment at a time.
+        return Ok(Err(Fallback(lock)));
+    }
     let files = list_segments(dir)?;
     let mut maps = Vec::with_capacity(files.len());
     for (_, path) in &files {
-        match map_segment(path) {
+        match load_segment(path, lock.is_some()) {
             Ok(m) => maps.push(m),
             Err(_) => return Ok(Err(Fallback(lock))),
         }
@@ -734,6 +753,7 @@ impl Plan {
         let from = self.rec.from_seq;
         let mut fed = 0u64;
         for (seg, b) in self.rec.segments.iter().zip(&self.maps) {
+            b.will_need();
             let b: &[u8] = b;
             let first = seg.first_seq();
             let end = seg.data_end as usize;
