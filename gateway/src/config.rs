@@ -8,6 +8,8 @@ use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+use tickwire_core::ring::WaitStrategyKind;
 use tickwire_core::{EngineConfig, InstrumentConfig, StpMode};
 use tickwire_journal::Durability;
 use tickwire_protocol::Role;
@@ -54,6 +56,119 @@ impl Default for NetLimits {
     }
 }
 
+/// How the server's threads wait for one another (`[server] wait`): CPU traded for latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitMode {
+    /// The default: every hand-off sleeps when there is nothing to do (the event loop ~50 µs
+    /// steps while a command is in flight, the engine's backoff up to 1 ms, the journaler
+    /// 20 µs steps). No CPU when idle; ~100+ µs added per acknowledgement on a VM.
+    Backoff,
+    /// Low latency: bounded spins (with a yield every few µs) before those sleeps (event loop
+    /// while commands are in flight, journaler after each batch), and the engine waits
+    /// `yielding` (spin, then `sched_yield`, never sleeps) by default. Costs CPU: the engine
+    /// thread keeps one core busy even when idle (unless `[engine] wait = "backoff"`).
+    Spin,
+}
+
+impl WaitMode {
+    /// `backoff` or `spin`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitMode::Backoff => "backoff",
+            WaitMode::Spin => "spin",
+        }
+    }
+
+    /// Parses `backoff` or `spin`.
+    pub fn parse(s: &str) -> Option<WaitMode> {
+        match s {
+            "backoff" => Some(WaitMode::Backoff),
+            "spin" => Some(WaitMode::Spin),
+            _ => None,
+        }
+    }
+}
+
+/// The wait profile of the server's threads (`[server] wait`, `spin_us`, `[engine] cpu`,
+/// `[engine] wait`; `tickwire serve --latency-profile low|default`). See `docs/server.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitSettings {
+    /// Backoff (default) or spin.
+    pub mode: WaitMode,
+    /// With `spin`: how long the event loop spins on the event consumer while commands are in
+    /// flight before it yields and then sleeps, and how long the journaler spins after a batch.
+    pub spin: Duration,
+    /// CPU the engine thread is pinned to (`core_affinity` id); none by default.
+    pub engine_cpu: Option<usize>,
+    /// The engine thread's wait strategy; `None`: `backoff` with the `backoff` mode,
+    /// `yielding` with `spin`.
+    pub engine_wait: Option<WaitStrategyKind>,
+}
+
+/// Default `spin_us`.
+pub const DEFAULT_SPIN_US: u64 = 200;
+/// Largest `spin_us` accepted (every spin is bounded).
+pub const MAX_SPIN_US: u64 = 100_000;
+
+impl Default for WaitSettings {
+    fn default() -> Self {
+        WaitSettings {
+            mode: WaitMode::Backoff,
+            spin: Duration::from_micros(DEFAULT_SPIN_US),
+            engine_cpu: None,
+            engine_wait: None,
+        }
+    }
+}
+
+impl WaitSettings {
+    /// The engine thread's wait strategy (explicit, or from the mode).
+    pub fn engine_wait(&self) -> WaitStrategyKind {
+        self.engine_wait.unwrap_or(match self.mode {
+            WaitMode::Backoff => WaitStrategyKind::backoff(),
+            // Not BusySpin: on a machine with few cores a thread that never yields delays the
+            // others on the acknowledgement path (measured: docs/benchmarks.md).
+            WaitMode::Spin => WaitStrategyKind::yielding(),
+        })
+    }
+
+    /// The event loop's spin budget while commands are in flight (zero with `backoff`).
+    pub fn loop_spin(&self) -> Duration {
+        match self.mode {
+            WaitMode::Backoff => Duration::ZERO,
+            WaitMode::Spin => self.spin,
+        }
+    }
+
+    /// The journaler's idle spin after a batch (zero with `backoff`).
+    pub fn journal_spin(&self) -> Duration {
+        self.loop_spin()
+    }
+
+    /// Applies `--latency-profile`: `low` (the `spin` mode) or `default` (`backoff`).
+    pub fn apply_profile(&mut self, profile: &str) -> Result<(), ServerConfigError> {
+        self.mode = match profile {
+            "low" => WaitMode::Spin,
+            "default" => WaitMode::Backoff,
+            p => return Err(ServerConfigError(format!("unknown latency profile {p:?} (low, default)"))),
+        };
+        Ok(())
+    }
+
+    /// One line for the start banner.
+    pub fn describe(&self) -> String {
+        let mut s = format!("wait {}", self.mode.name());
+        if self.mode == WaitMode::Spin {
+            s.push_str(&format!(" (spin {} us)", self.spin.as_micros()));
+        }
+        s.push_str(&format!(", engine wait {}", self.engine_wait().name()));
+        if let Some(c) = self.engine_cpu {
+            s.push_str(&format!(" pinned to cpu {c}"));
+        }
+        s
+    }
+}
+
 /// Everything `tickwire serve` needs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -87,6 +202,8 @@ pub struct ServerConfig {
     pub md_shm: Option<PathBuf>,
     /// Records in that ring (power of two).
     pub md_shm_capacity: usize,
+    /// How the server's threads wait (latency vs CPU).
+    pub wait: WaitSettings,
 }
 
 /// The in-process market-data feed.
@@ -174,6 +291,7 @@ impl ServerConfig {
             truncate_at_corruption: false,
             md_shm: None,
             md_shm_capacity: 1 << 20,
+            wait: WaitSettings::default(),
         }
     }
 
@@ -286,6 +404,23 @@ impl ServerConfig {
         if !md_shm_capacity.is_power_of_two() {
             return Err(ServerConfigError(format!("feed.shm_ring_capacity {md_shm_capacity} is not a power of two")));
         }
+        let mut wait = WaitSettings::default();
+        if let Some(w) = &server.wait {
+            wait.mode = WaitMode::parse(w)
+                .ok_or_else(|| ServerConfigError(format!("server.wait: unknown {w:?} (backoff, spin)")))?;
+        }
+        if let Some(us) = server.spin_us {
+            if us > MAX_SPIN_US {
+                return Err(ServerConfigError(format!("server.spin_us {us} is over {MAX_SPIN_US}")));
+            }
+            wait.spin = Duration::from_micros(us);
+        }
+        wait.engine_cpu = eng.cpu;
+        if let Some(w) = &eng.wait {
+            wait.engine_wait = Some(WaitStrategyKind::parse(w).ok_or_else(|| {
+                ServerConfigError(format!("engine.wait: unknown {w:?} (backoff, yielding, busy-spin)"))
+            })?);
+        }
         let feed = match f.feed {
             None => d.feed.clone(),
             Some(fd) if fd.enabled == Some(false) => None,
@@ -308,6 +443,7 @@ impl ServerConfig {
             truncate_at_corruption: false,
             md_shm,
             md_shm_capacity,
+            wait,
         })
     }
 
@@ -362,6 +498,8 @@ struct FileConfig {
 struct ServerSection {
     listen: Option<String>,
     data_dir: Option<String>,
+    wait: Option<String>,
+    spin_us: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -373,6 +511,8 @@ struct EngineSection {
     default_stp: Option<String>,
     #[serde(default)]
     account_stp: Vec<AccountStp>,
+    cpu: Option<usize>,
+    wait: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -458,5 +598,40 @@ mod tests {
         let demo = ServerConfig::demo();
         assert_eq!(demo.instrument_id("btc-usd"), Some(1));
         assert_eq!(demo.instrument_id("2"), Some(2));
+        assert_eq!(c.wait.mode, WaitMode::Backoff, "the example keeps the default wait");
+        assert_eq!(c.wait.engine_wait(), WaitStrategyKind::backoff());
+    }
+
+    #[test]
+    fn wait_profile_options() {
+        let keys = "[[keys]]\nid = 1\nrole = \"trade\"\nsecret = \"s\"\naccounts = [1]\n";
+        let d = ServerConfig::parse(keys).unwrap();
+        assert_eq!(d.wait, WaitSettings::default());
+        assert_eq!(d.wait.loop_spin(), Duration::ZERO, "backoff: no spin");
+        assert_eq!(d.wait.journal_spin(), Duration::ZERO);
+        let c = ServerConfig::parse(&format!(
+            "[server]\nwait = \"spin\"\nspin_us = 150\n[engine]\ncpu = 1\nwait = \"yielding\"\n{keys}"
+        ))
+        .unwrap();
+        assert_eq!(c.wait.mode, WaitMode::Spin);
+        assert_eq!(c.wait.loop_spin(), Duration::from_micros(150));
+        assert_eq!(c.wait.journal_spin(), Duration::from_micros(150));
+        assert_eq!(c.wait.engine_cpu, Some(1));
+        assert_eq!(c.wait.engine_wait(), WaitStrategyKind::yielding());
+        let s = ServerConfig::parse(&format!("[server]\nwait = \"spin\"\n{keys}")).unwrap();
+        assert_eq!(s.wait.engine_wait(), WaitStrategyKind::yielding(), "spin: yielding engine by default");
+        let b = ServerConfig::parse(&format!("[engine]\nwait = \"busy-spin\"\n{keys}")).unwrap();
+        assert_eq!(b.wait.engine_wait(), WaitStrategyKind::BusySpin);
+        assert_eq!(b.wait.loop_spin(), Duration::ZERO, "engine wait alone does not change the mode");
+        assert_eq!(s.wait.loop_spin(), Duration::from_micros(DEFAULT_SPIN_US));
+        assert!(ServerConfig::parse(&format!("[server]\nwait = \"fast\"\n{keys}")).is_err());
+        assert!(ServerConfig::parse(&format!("[server]\nspin_us = 1000000\n{keys}")).is_err(), "bounded");
+        assert!(ServerConfig::parse(&format!("[engine]\nwait = \"nap\"\n{keys}")).is_err());
+        let mut w = s.wait;
+        w.apply_profile("default").unwrap();
+        assert_eq!(w.mode, WaitMode::Backoff);
+        w.apply_profile("low").unwrap();
+        assert_eq!(w.mode, WaitMode::Spin);
+        assert!(w.apply_profile("turbo").is_err());
     }
 }

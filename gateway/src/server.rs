@@ -210,9 +210,12 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
     }
     let mut pcfg = PipelineConfig::new(cfg.engine.clone());
     pcfg.inbound_side_consumers = 1;
+    // The wait profile (docs/server.md): the engine's wait strategy and CPU.
+    pcfg.wait = cfg.wait.engine_wait();
+    pcfg.engine_cpu = cfg.wait.engine_cpu;
     let (mut pipeline, mut consumers) = Pipeline::start_with_engine(engine, pcfg, 1).map_err(err("pipeline"))?;
     let side = pipeline.take_inbound_side_consumers().pop().ok_or_else(|| ServerError("pipeline: no journal hook".into()))?;
-    let journaler = Journaler::spawn(writer, side).map_err(err("journaler"))?;
+    let journaler = Journaler::spawn_with_idle_spin(writer, side, cfg.wait.journal_spin()).map_err(err("journaler"))?;
     let mut consumer = consumers.pop().ok_or_else(|| ServerError("pipeline: no event consumer".into()))?;
     consumer.set_durable(journaler.durable().sequence());
     let mut senders = feed.as_ref().map(|f| f.senders().to_vec()).unwrap_or_default();
@@ -221,8 +224,9 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
         senders.push(image_tx);
         handles
     });
-    let lp = EventLoop::new(listener, hub, pipeline.producer(), consumer, senders, log.clone(), cfg.net.clone(), last_cmd_seq)
+    let mut lp = EventLoop::new(listener, hub, pipeline.producer(), consumer, senders, log.clone(), cfg.net.clone(), last_cmd_seq)
         .map_err(err("event loop"))?;
+    lp.set_in_flight_spin(cfg.wait.loop_spin());
     let info = StartInfo {
         order_entry: lp.local_addr(),
         feed: feed.as_ref().map(|f| f.local_addr()),
@@ -272,4 +276,96 @@ fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
         stats,
         snapshot,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{WaitMode, DEMO_TRADE_KEY};
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    use tickwire_core::ring::WaitStrategyKind;
+    use tickwire_journal::Durability;
+    use tickwire_protocol::{ClientMsg, Decoded, ExecType, Logon, NewOrder, ServerMsg, MAX_FRAME};
+
+    fn next_msg(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> ServerMsg {
+        loop {
+            if let Decoded::Frame(m, len) = ServerMsg::decode(buf, MAX_FRAME) {
+                buf.drain(..len);
+                return m;
+            }
+            let mut tmp = [0u8; 4096];
+            let n = s.read(&mut tmp).expect("read");
+            assert!(n > 0, "server closed the connection");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// The `spin` wait profile end to end (journal `sync` and `none`): every order is
+    /// acknowledged, whether it comes right after the previous acknowledgement (the loop and the
+    /// journaler still spinning) or after a pause longer than the spin (both back to sleeping),
+    /// and the server stops cleanly with every command applied.
+    #[test]
+    fn spin_profile_acknowledges_every_order() {
+        for durability in [Durability::Sync, Durability::None] {
+            let dir = std::env::temp_dir().join(format!("tickwire-server-spin-{durability}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut cfg = ServerConfig::demo();
+            cfg.data_dir = dir.clone();
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.feed = None;
+            cfg.durability = durability;
+            cfg.wait.mode = WaitMode::Spin;
+            cfg.wait.spin = Duration::from_micros(100);
+            // Not a core kept busy for the whole test run: the spins under test are the loop's
+            // and the journaler's.
+            cfg.wait.engine_wait = Some(WaitStrategyKind::yielding());
+            let h = Server::start(cfg).unwrap();
+            let mut s = std::net::TcpStream::connect(h.info.order_entry).unwrap();
+            s.set_nodelay(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let now = crate::net::now_ns();
+            let (key, secret) = DEMO_TRADE_KEY;
+            let mut out = Vec::new();
+            ClientMsg::Logon(Logon::signed(secret.as_bytes(), key, now, now, 0, 30_000, false)).encode_to_vec(&mut out);
+            s.write_all(&out).unwrap();
+            let mut buf = Vec::new();
+            assert!(matches!(next_msg(&mut s, &mut buf), ServerMsg::LogonAccepted(_)));
+            let n = 12u64;
+            for id in 1..=n {
+                let m = ClientMsg::NewOrder(NewOrder {
+                    side: 1,
+                    order_type: 1,
+                    stp: 0,
+                    client_order_id: id,
+                    account: 1,
+                    instrument: 1,
+                    price: Some(1_000 + id as i64),
+                    qty: 1,
+                });
+                out.clear();
+                m.encode_to_vec(&mut out);
+                s.write_all(&out).unwrap();
+                loop {
+                    match next_msg(&mut s, &mut buf) {
+                        ServerMsg::ExecReport(r) if r.client_order_id == id => {
+                            assert_eq!(r.exec_type, ExecType::Accepted, "{durability} order {id}");
+                            break;
+                        }
+                        ServerMsg::ExecReport(_) | ServerMsg::Heartbeat(_) => {}
+                        m => panic!("{durability} order {id}: unexpected {:?}", m.msg_type()),
+                    }
+                }
+                if id % 3 == 0 {
+                    std::thread::sleep(Duration::from_millis(2)); // past the spin budget
+                }
+            }
+            h.stop();
+            let r = h.join().unwrap();
+            assert_eq!(r.last_cmd_seq, n, "{durability}");
+            assert_eq!(r.stats.commands, n);
+            assert_eq!(r.durable_seq, n);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }

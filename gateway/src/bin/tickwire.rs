@@ -56,6 +56,12 @@ struct ServeArgs {
     /// external `tickwire-feed --shm PATH` shard processes (overrides `[feed] shm_ring`).
     #[arg(long)]
     feed_shm: Option<std::path::PathBuf>,
+    /// Wait profile (overrides `[server] wait`): `low` = `spin` (bounded spins in the event loop
+    /// and the journaler, a `yielding` engine unless `[engine] wait` says otherwise: one core
+    /// busy even when idle); `default` = `backoff` (sleeps when idle; ~100+ us more per
+    /// acknowledgement on a VM). See docs/server.md.
+    #[arg(long, value_name = "low|default")]
+    latency_profile: Option<String>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -107,6 +113,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(p) = a.feed_shm {
         cfg.md_shm = Some(p);
     }
+    if let Some(p) = &a.latency_profile {
+        cfg.wait.apply_profile(p)?;
+    }
     install_signal_handlers();
     let mut out = std::io::stdout();
     writeln!(out, "tickwire {} starting", env!("CARGO_PKG_VERSION"))?;
@@ -149,8 +158,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         out,
         "backends: order entry = mio/epoll event loop (1 thread, TCP_NODELAY); engine = lock-free ring pipeline \
-         (1 engine thread, heap rings, backoff wait); journal = segment files, durability {}, group commit; \
+         (1 engine thread, heap rings); {}; journal = segment files, durability {}, group commit; \
          feed = {}",
+        cfg.wait.describe(),
         i.durability,
         match &cfg.feed {
             Some(f) => format!("WebSocket, epoll, {} shard(s)", f.shards),

@@ -31,6 +31,14 @@
 //! nothing in flight it blocks in epoll until a socket, a session timer or the shutdown
 //! [`Waker`] wakes it, using no CPU.
 //!
+//! With the `spin` wait profile ([`EventLoop::set_in_flight_spin`], `[server] wait = "spin"`),
+//! a turn that found nothing while commands are in flight first spins on the event consumer
+//! (`spin_loop`, the consumer checked on every iteration) for up to the spin budget, counted
+//! from the first empty turn and reset by any work; it goes back to epoll (zero timeout) at
+//! least every [`SPIN_CHUNK`] so sockets are still served. After the budget it yields for
+//! [`YIELD_PHASE`], then sleeps its ~50 µs steps as above. Every phase is bounded; nothing
+//! spins while no command is in flight.
+//!
 //! Connections that end are closed gracefully: pending output is written, the write side is shut
 //! down, and input is read and dropped until EOF (at most one second), so the peer receives a
 //! final SessionReject/Logout instead of a reset.
@@ -59,6 +67,14 @@ const FIRST_CONN: usize = 2;
 const LINGER_NS: u64 = 1_000_000_000;
 const EVENTS_PER_POLL: usize = 4096;
 const BACKLOG_RECHECK_NS: u64 = 50_000_000;
+/// Longest stretch of the in-flight spin before the loop polls its sockets again.
+pub const SPIN_CHUNK: Duration = Duration::from_micros(20);
+/// During the in-flight spin, one iteration in this many yields instead of spinning.
+const SPIN_YIELD_EVERY: u32 = 16;
+/// How long the loop yields after its spin budget, before it sleeps.
+pub const YIELD_PHASE: Duration = Duration::from_micros(50);
+/// The sleep step while commands are in flight and nothing happens.
+const IN_FLIGHT_SLEEP: Duration = Duration::from_micros(50);
 
 /// Wall clock, ns since the Unix epoch (compared with the Logon's timestamp).
 pub fn now_ns() -> u64 {
@@ -169,6 +185,10 @@ pub struct EventLoop {
     read_more: Vec<usize>,
     stats: LoopStats,
     verbose: bool,
+    /// Spin budget while commands are in flight (zero: sleep steps only).
+    in_flight_spin: Duration,
+    /// Start of the current run of empty turns with commands in flight.
+    idle_since: Option<Instant>,
 }
 
 impl EventLoop {
@@ -217,7 +237,16 @@ impl EventLoop {
             read_more: Vec::new(),
             stats: LoopStats::default(),
             verbose: std::env::var_os("TICKWIRE_VERBOSE").is_some(),
+            in_flight_spin: Duration::ZERO,
+            idle_since: None,
         })
+    }
+
+    /// The `spin` wait profile: while commands are in flight and a turn found nothing, spin on
+    /// the event consumer for up to `budget` (then yield, then sleep). `ZERO` (the default):
+    /// sleep steps only.
+    pub fn set_in_flight_spin(&mut self, budget: Duration) {
+        self.in_flight_spin = budget;
     }
 
     /// The listening address.
@@ -281,12 +310,62 @@ impl EventLoop {
             worked |= self.pump_events(now) > 0;
             self.run_timers(now);
             self.flush_dirty(now);
-            if !worked && self.in_flight() {
-                std::thread::sleep(Duration::from_micros(50));
+            if worked || !self.in_flight() {
+                self.idle_since = None;
+            } else if self.wait_in_flight() {
+                // Events arrived while waiting: write their reports at once.
+                self.flush_dirty(now_ns());
             }
         }
         self.drain();
         Ok(())
+    }
+
+    /// Waits a little after a turn that found nothing while commands are in flight: spin (up to
+    /// the budget), then yield (`YIELD_PHASE`), then sleep one step. Returns whether it handled
+    /// engine events.
+    fn wait_in_flight(&mut self) -> bool {
+        if self.in_flight_spin.is_zero() {
+            std::thread::sleep(IN_FLIGHT_SLEEP);
+            return false;
+        }
+        let start = *self.idle_since.get_or_insert_with(Instant::now);
+        let idle = start.elapsed();
+        if idle < self.in_flight_spin {
+            let end = Instant::now() + (self.in_flight_spin - idle).min(SPIN_CHUNK);
+            let mut i = 0u32;
+            loop {
+                if self.take_events() {
+                    return self.pump_events(now_ns()) > 0;
+                }
+                i = i.wrapping_add(1);
+                if i.is_multiple_of(SPIN_YIELD_EVERY) {
+                    // Lets a runnable thread on this CPU (the engine, the journaler, the
+                    // client) run: on a box with few cores a pure spin delays them.
+                    std::thread::yield_now();
+                } else {
+                    for _ in 0..8 {
+                        std::hint::spin_loop();
+                    }
+                }
+                if Instant::now() >= end {
+                    return false;
+                }
+            }
+        }
+        if idle < self.in_flight_spin + YIELD_PHASE {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(IN_FLIGHT_SLEEP);
+        }
+        self.take_events() && self.pump_events(now_ns()) > 0
+    }
+
+    /// Moves the available (durable) events into `parked` (handled by the next `pump_events`);
+    /// whether there were any.
+    fn take_events(&mut self) -> bool {
+        let parked = &mut self.parked;
+        self.consumer.poll(EVENTS_PER_POLL, |e, _| parked.push(*e)) > 0
     }
 
     fn next_deadline(&self) -> Option<u64> {
