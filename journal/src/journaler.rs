@@ -220,6 +220,13 @@ impl CommandSource for Consumer<Command> {
     }
 }
 
+/// Empty source waits (each up to ~1 ms) before the journaler backs off to plain sleeps.
+const IDLE_WAITS_BEFORE_BACKOFF: u32 = 2;
+/// First idle sleep of that back-off (it doubles up to [`IDLE_SLEEP_MAX`]).
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
+/// Longest idle sleep of that back-off.
+const IDLE_SLEEP_MAX: Duration = Duration::from_millis(1);
+
 /// Longest single stretch of the idle spin before the journaler loop runs again (so an `async`
 /// sync that falls due, or a stop, is noticed at most this late).
 const IDLE_SPIN_CHUNK: Duration = Duration::from_micros(50);
@@ -375,6 +382,12 @@ impl Journaler {
         let mut st = JournalerStats::default();
         // End of the idle spin that follows the last batch (only with `idle_spin`).
         let mut spin_until: Option<Instant> = None;
+        // Empty waits in a row, and the current idle sleep: after IDLE_WAITS_BEFORE_BACKOFF empty
+        // waits the journaler sleeps instead of calling the source's (spinning) wait, doubling from
+        // IDLE_SLEEP_MIN to IDLE_SLEEP_MAX, so an idle server does not keep a core busy. Reset by
+        // any batch. Costs at most IDLE_SLEEP_MAX on the first command after a long idle.
+        let mut idle_waits = 0u32;
+        let mut idle_sleep = IDLE_SLEEP_MIN;
         loop {
             buf.clear();
             let state = source.poll(&mut buf, max);
@@ -388,6 +401,8 @@ impl Journaler {
                 if !idle_spin.is_zero() {
                     spin_until = Some(Instant::now() + idle_spin);
                 }
+                idle_waits = 0;
+                idle_sleep = IDLE_SLEEP_MIN;
                 continue;
             }
             if state == SourcePoll::Closed || stop.load(Ordering::Acquire) {
@@ -404,7 +419,15 @@ impl Journaler {
                 spin_until = None;
             }
             let t = writer.sync_due_in().unwrap_or(Duration::from_millis(1)).max(Duration::from_micros(10));
-            source.wait(t);
+            if idle_waits < IDLE_WAITS_BEFORE_BACKOFF {
+                idle_waits += 1;
+                source.wait(t);
+            } else if source.may_have_commands() {
+                idle_waits = 0;
+            } else {
+                std::thread::sleep(idle_sleep.min(t));
+                idle_sleep = (idle_sleep * 2).min(IDLE_SLEEP_MAX);
+            }
         }
     }
 }
