@@ -3,21 +3,28 @@
 //! ```text
 //! cargo run --release -p tickwire-bench -- c100k --subscribers 100000 [--shards S] [--client-procs P]
 //!     [--rate R] [--duration SECS] [--json] [--chart FILE] [--attach ADDR]
+//!     [--server tickwire|inproc] [--durability none|sync] [--sessions N] [--server-bin PATH]
 //! ```
 //!
-//! What runs (backend `shm-shards`): a matching engine in this process (a thread) with a generated
-//! order flow of `--rate` commands/s over `--instruments` instruments, publishing every event into
-//! a shared-memory ring; `S` `tickwire-feed --shm` shard processes attached to that ring, all
-//! listening on one port (SO_REUSEPORT: the kernel spreads the connections); `P` client processes
-//! (this binary, `c100k-client`), each under the 20000 open-file limit (soft RLIMIT_NOFILE raised
-//! to the hard one), each binding its sockets to its own /24 of 127.0.0.0/8 (127.0.1.x, 127.0.2.x,
-//! …) so the 4-tuple space never runs out. `tickwire serve` is not used: its feed shards are
-//! threads of one process, which cannot hold more than ~19K sockets under this limit.
+//! What runs (backend `shm-shards`), `--server tickwire` (default): `tickwire serve --feed-shm RING
+//! --no-feed --durability none|sync` as a child process (generated config in a temporary
+//! directory, `gateway.rs`), fed `--rate` commands/s over `--instruments` instruments through its
+//! order-entry gateway by `--sessions` logged-on sessions (open loop); the server writes its
+//! durable, redacted events into the shared-memory ring RING (+ RING.image). `--server inproc`
+//! (the earlier behaviour): a matching engine in this process (a thread, `engine.rs`) with the
+//! same kind of generated flow writes the ring directly. Then, in both: `S` `tickwire-feed --shm`
+//! shard processes attached to that ring, all listening on one port (SO_REUSEPORT: the kernel
+//! spreads the connections); `P` client processes (this binary, `c100k-client`), each under the
+//! 20000 open-file limit (soft RLIMIT_NOFILE raised to the hard one), each binding its sockets to
+//! its own /24 of 127.0.0.0/8 (127.0.1.x, 127.0.2.x, …) so the 4-tuple space never runs out. The
+//! server's own feed (threads of one process, ~19K sockets at most under this limit) is off.
 //!
 //! Phases: start the shards, sample their idle RSS; ramp the connections at `--connect-rate` (time
 //! to full population, connect rate, handshake failures); then `--duration` seconds of steady
 //! state while every subscriber listens (delivered messages/s, fan-out latency engine stamp →
-//! client receive, merged over the client processes, sequence gaps and conflations); shard RSS
+//! client receive — with `--server tickwire` the stamp is the gateway's CLOCK_REALTIME receive time
+//! of the command, the clients' clock too —, merged over the client processes, sequence gaps and
+//! conflations); shard RSS
 //! and CPU from /proc throughout. Everything started is killed when this ends (also on Ctrl-C or a
 //! panic: the guards' Drop). `--attach ADDR` measures an already running feed instead (no engine,
 //! no shards started; latency then comes from whatever order flow that feed has).
@@ -29,6 +36,7 @@ mod chart;
 pub mod client;
 pub mod shard;
 mod engine;
+mod gateway;
 pub mod sysctl;
 
 use hdrhistogram::Histogram;
@@ -70,6 +78,21 @@ pub struct C100kArgs {
     /// Give up ramping after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     pub ramp_timeout: f64,
+    /// Where the order flow enters: `tickwire` = a `tickwire serve` child process (`--feed-shm`
+    /// ring for the shards) fed over its order-entry gateway by `--sessions` sessions;
+    /// `inproc` = a matching engine thread in this process writing the ring directly.
+    #[arg(long, default_value = "tickwire", value_parser = ["tickwire", "inproc"])]
+    pub server: String,
+    /// Journal durability of `tickwire serve` (`--server tickwire`).
+    #[arg(long, default_value = "none", value_parser = ["none", "sync"])]
+    pub durability: String,
+    /// The `tickwire` server binary (default: next to this one).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// Order-entry sessions driving the flow (`--server tickwire`); buys and sells go on
+    /// different sessions when there are two or more.
+    #[arg(long, default_value_t = 2)]
+    pub sessions: u64,
     /// Measure an already running feed at this address (starts no engine and no shards).
     #[arg(long)]
     pub attach: Option<SocketAddr>,
@@ -245,6 +268,45 @@ pub struct Outcome {
     pub ramp: Vec<(f64, u64)>,
     pub commands: u64,
     pub first_error: String,
+    /// `gateway` (through tickwire serve), `inproc` (engine thread in the bench) or `n/a`.
+    pub order_path: &'static str,
+    /// CPU of the `tickwire serve` process in the window (% of one core).
+    pub serve_cpu_pct: Option<f64>,
+    /// Execution reports in the window: accepted, rejected, fills (incl. partial), cancelled,
+    /// send errors.
+    pub oe: [u64; 5],
+}
+
+fn commands(flow: &Option<engine::OrderFlow>, driver: &Option<gateway::Driver>) -> u64 {
+    match (flow, driver) {
+        (Some(f), _) => f.commands.load(Ordering::Relaxed),
+        (None, Some(d)) => d.counters.sent.load(Ordering::Relaxed),
+        _ => 0,
+    }
+}
+
+fn oe_counts(driver: &Option<gateway::Driver>) -> [u64; 5] {
+    match driver {
+        Some(d) => {
+            let c = &d.counters;
+            [&c.accepted, &c.rejected, &c.fills, &c.cancelled, &c.send_errors].map(|x| x.load(Ordering::Relaxed))
+        }
+        None => [0; 5],
+    }
+}
+
+fn server_bin(a: &C100kArgs) -> Result<PathBuf, String> {
+    let bin = match &a.server_bin {
+        Some(p) => p.clone(),
+        None => self_exe()?.with_file_name("tickwire"),
+    };
+    if !bin.exists() {
+        return Err(format!(
+            "server binary {} not found: build it first (`cargo build --release -p tickwire-gateway`), pass --server-bin, or use --server inproc",
+            bin.display()
+        ));
+    }
+    Ok(bin)
 }
 
 impl Outcome {
@@ -315,6 +377,9 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
     let mut _baseline_stdin: Option<ChildStdin> = None;
     let mut _shm = None;
     let mut flow = None;
+    // Declared after `children`: dropped before them (the driver first, then the server).
+    let mut serve: Option<gateway::Serve> = None;
+    let mut driver: Option<gateway::Driver> = None;
     let mut shard_pids = Vec::new();
     let mut shard_kind = "attached";
     let addr = match a.attach {
@@ -357,8 +422,19 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
             }
             let dir = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
             let path = dir.join(format!("tickwire-c100k-{}", std::process::id()));
-            let producer = engine::OrderFlow::create_ring(&path)?;
-            _shm = Some(ShmFile(path.clone()));
+            let producer = if a.server == "tickwire" {
+                let bin = server_bin(a)?;
+                let s = gateway::Serve::start(&bin, &path, &a.durability, a.instruments, a.sessions.max(1))?;
+                if !a.json {
+                    eprintln!("c100k: tickwire serve (pid {}) order entry on {}, ring {}", s.pid, s.addr, path.display());
+                }
+                serve = Some(s);
+                None
+            } else {
+                let p = engine::OrderFlow::create_ring(&path)?;
+                _shm = Some(ShmFile(path.clone()));
+                Some(p)
+            };
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map_err(|e| format!("free port: {e}"))?
@@ -404,7 +480,11 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
                     Err(_) => return Err(format!("only {listening} of {shards} feed shards started within 20 s")),
                 }
             }
-            flow = Some(engine::OrderFlow::start(producer, a.rate, a.instruments)?);
+            match (producer, &serve) {
+                (Some(p), _) => flow = Some(engine::OrderFlow::start(p, a.rate, a.instruments)?),
+                (None, Some(s)) => driver = Some(gateway::Driver::start(s.addr, a.rate, a.instruments, a.sessions.max(1))?),
+                (None, None) => return Err("no order flow".into()),
+            }
             shard_kind = if own_shard { "tickwire-bench c100k-shard (tickwire-feed's --shm code)" } else { "tickwire-feed --shm" };
             addr
         }
@@ -470,6 +550,8 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
     let mut cpu_ticks_end = 0u64;
     let (mut client_ticks_at_measure, mut client_ticks_end) = (0u64, 0u64);
     let (mut load_at_measure, mut load_end) = (0.0f64, 0.0f64);
+    let (mut serve_ticks_at_measure, mut serve_ticks_end) = (0u64, 0u64);
+    let (mut oe_at_measure, mut oe_end) = ([0u64; 5], [0u64; 5]);
     let bar_every = Duration::from_secs(2);
     let mut last_print = Instant::now();
     let mut stopped = false;
@@ -510,6 +592,9 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
                         return Err(format!("{name} exited during the run ({st})"));
                     }
                 }
+            }
+            if let Some(st) = serve.as_mut().and_then(|s| s.exited()) {
+                return Err(format!("tickwire serve exited during the run ({st})"));
             }
         }
         if !a.json && last_print.elapsed() >= bar_every && measure_from.is_none() {
@@ -554,7 +639,9 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
             cpu_ticks_at_measure = shard_pids.iter().filter_map(|&p| proc_sample(p)).map(|s| s.1).sum();
             client_ticks_at_measure = client_pids.iter().filter_map(|&p| proc_sample(p)).map(|s: (u64, u64)| s.1).sum();
             load_at_measure = loadavg();
-            let cmds = flow.as_ref().map_or(0, |f: &engine::OrderFlow| f.commands.load(Ordering::Relaxed));
+            let cmds = commands(&flow, &driver);
+            serve_ticks_at_measure = serve.as_ref().and_then(|s| proc_sample(s.pid)).map_or(0, |s| s.1);
+            oe_at_measure = oe_counts(&driver);
             for s in &mut stdins {
                 let _ = s.write_all(b"measure\n").and_then(|_| s.flush());
             }
@@ -574,7 +661,9 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
                 for s in &mut stdins {
                     let _ = s.write_all(b"stop\n").and_then(|_| s.flush());
                 }
-                let cmds = flow.as_ref().map_or(0, |f| f.commands.load(Ordering::Relaxed));
+                let cmds = commands(&flow, &driver);
+                serve_ticks_end = serve.as_ref().and_then(|s| proc_sample(s.pid)).map_or(0, |s| s.1);
+                oe_end = oe_counts(&driver);
                 measure_from = Some((m0, measure_from.map_or(0, |m| m.1), cmds));
             }
         }
@@ -602,11 +691,32 @@ fn run_tickwire(a: &C100kArgs, shards: usize, procs: usize, baseline: bool) -> R
             "attached".into()
         } else if baseline {
             format!("{shard_kind}; {procs} client process(es)")
+        } else if serve.is_some() {
+            format!(
+                "shm-shards: {shards} {shard_kind} processes (epoll) on tickwire serve --feed-shm (durability {}), order flow through its gateway ({} order-entry sessions), {procs} client processes",
+                a.durability,
+                a.sessions.max(1)
+            )
         } else {
             format!(
                 "shm-shards: {shards} {} processes (epoll), engine thread in the bench, {procs} client processes",
                 shard_kind
             )
+        },
+        order_path: if baseline || a.attach.is_some() {
+            "n/a"
+        } else if serve.is_some() {
+            "gateway"
+        } else {
+            "inproc"
+        },
+        serve_cpu_pct: serve.as_ref().map(|_| serve_ticks_end.saturating_sub(serve_ticks_at_measure) as f64 / ticks_per_sec() / secs * 100.0),
+        oe: {
+            let mut d = [0u64; 5];
+            for i in 0..5 {
+                d[i] = oe_end[i].saturating_sub(oe_at_measure[i]);
+            }
+            d
         },
         target: a.subscribers,
         connections,
@@ -654,7 +764,7 @@ fn report(a: &C100kArgs, outs: &[Outcome]) {
                  \"per_subscriber_msgs_per_sec\":{:.3},\"latency_p50\":{:.3},\"latency_p99\":{:.3},\
                  \"latency_p99_9\":{:.3},\"latency_max\":{:.3},\"latency_unit\":\"ms\",\"latency_samples\":{},\
                  \"rss_per_conn_bytes\":{:.0},\"rss_idle_bytes\":{},\"rss_full_bytes\":{},\"server_cpu_pct\":{:.1},\"client_cpu_pct\":{:.1},\"loadavg\":{:.2},\
-                 \"gaps\":{},\"conflations\":{},\"errors\":{}}}",
+                 \"gaps\":{},\"conflations\":{},\"errors\":{},\"order_path\":\"{}\",\"serve_cpu_pct\":{},\"reports_accepted\":{},\"reports_rejected\":{},\"reports_fills\":{},\"reports_cancelled\":{},\"send_errors\":{}}}",
                 o.server,
                 o.backend,
                 o.target,
@@ -682,6 +792,13 @@ fn report(a: &C100kArgs, outs: &[Outcome]) {
                 o.gaps,
                 o.conflations,
                 o.errors,
+                o.order_path,
+                o.serve_cpu_pct.map_or("null".into(), |c| format!("{c:.1}")),
+                o.oe[0],
+                o.oe[1],
+                o.oe[2],
+                o.oe[3],
+                o.oe[4],
             );
         } else {
             println!("c100k — {} ({})", o.server, o.backend);
@@ -695,20 +812,38 @@ fn report(a: &C100kArgs, outs: &[Outcome]) {
                 o.closed_by_server
             );
             println!(
-                "  order flow         {} commands/s ({} commands in the window)",
-                a.rate, o.commands
+                "  order flow         {} commands/s ({} commands in the window, {})",
+                a.rate,
+                o.commands,
+                match o.order_path {
+                    "gateway" => "sent through the gateway",
+                    "inproc" => "engine thread in the bench",
+                    p => p,
+                }
             );
+            if o.order_path == "gateway" {
+                println!(
+                    "  order entry        reports in the window: {} accepted, {} rejected, {} fills, {} cancelled; {} send errors; tickwire serve CPU {:.1} % of one core",
+                    o.oe[0],
+                    o.oe[1],
+                    o.oe[2],
+                    o.oe[3],
+                    o.oe[4],
+                    o.serve_cpu_pct.unwrap_or(0.0)
+                );
+            }
             println!(
                 "  delivered          {:.0} msgs/s in all, {:.2} msgs/s per subscriber",
                 o.delivered_per_sec, o.per_sub_rate
             );
             println!(
-                "  fan-out latency    p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  ({} samples; engine stamp → client receive)",
+                "  fan-out latency    p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms  ({} samples; {} → client receive)",
                 q(&o.hist, 0.5),
                 q(&o.hist, 0.99),
                 q(&o.hist, 0.999),
                 o.hist.max() as f64 / 1e6,
-                o.hist.len()
+                o.hist.len(),
+                if o.order_path == "gateway" { "gateway's receive stamp of the command" } else { "engine stamp" }
             );
             println!(
                 "  server memory      RSS {:.1} MiB idle → {:.1} MiB full: {:.0} bytes/connection (user space; kernel socket buffers not included)",
