@@ -84,21 +84,48 @@ impl core::ops::IndexMut<u32> for LevelSlab {
     }
 }
 
-/// One side's levels, sorted worst → best.
+/// Slots of a ladder's direct-mapped price cache (a power of two).
+const CACHE_SLOTS: usize = 1024;
+
+/// One slot of the price cache: levels whose price ≡ slot (mod [`CACHE_SLOTS`]).
+#[derive(Clone, Copy)]
+struct CacheSlot {
+    /// Price of the level in `level` (valid when `level != NIL`).
+    price: Price,
+    /// A level with this residue, or NIL when the holder left while others remain.
+    level: u32,
+    /// Live levels with this residue.
+    count: u32,
+}
+
+/// One side's levels, sorted worst → best, with a direct-mapped price cache in front of the
+/// binary search: most lookups are for prices near the top, a few ticks apart, which map to
+/// distinct slots. `count == 0` proves a price absent without searching; a slot whose holder does
+/// not match falls back to the binary search, so the cache is never wrong, only sometimes unused.
 pub struct Ladder {
     side: Side,
     entries: Vec<(i64, u32)>,
+    cache: Vec<CacheSlot>,
 }
 
 impl Ladder {
     /// An empty ladder able to hold `levels_max` levels without allocating.
     pub fn new(side: Side, levels_max: u32) -> Ladder {
-        Ladder { side, entries: Vec::with_capacity(levels_max as usize) }
+        Ladder {
+            side,
+            entries: Vec::with_capacity(levels_max as usize),
+            cache: vec![CacheSlot { price: 0, level: NIL, count: 0 }; CACHE_SLOTS],
+        }
+    }
+
+    #[inline]
+    fn slot(price: Price) -> usize {
+        price as u64 as usize & (CACHE_SLOTS - 1)
     }
 
     /// Bytes allocated.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * 16
+        self.entries.capacity() * 16 + self.cache.len() * core::mem::size_of::<CacheSlot>()
     }
 
     #[inline]
@@ -136,6 +163,19 @@ impl Ladder {
     /// Level index at `price`.
     #[inline]
     pub fn find(&self, price: Price) -> Option<u32> {
+        let c = &self.cache[Self::slot(price)];
+        if c.count == 0 {
+            return None;
+        }
+        if c.level != NIL && c.price == price {
+            return Some(c.level);
+        }
+        self.search(price)
+    }
+
+    /// Binary search (after a look at the top few levels) of the sorted entries.
+    #[inline]
+    fn search(&self, price: Price) -> Option<u32> {
         let k = self.key(price);
         // Most activity is near the top: scan the last few entries before binary searching.
         let n = self.entries.len();
@@ -158,6 +198,23 @@ impl Ladder {
         let pos = self.entries.partition_point(|e| e.0 < k);
         debug_assert!(pos == self.entries.len() || self.entries[pos].0 != k);
         self.entries.insert(pos, (k, level));
+        let c = &mut self.cache[Self::slot(price)];
+        if c.count == 0 {
+            c.price = price;
+            c.level = level;
+        }
+        c.count += 1;
+    }
+
+    #[inline]
+    fn uncache(&mut self, price: Price) {
+        let c = &mut self.cache[Self::slot(price)];
+        debug_assert!(c.count > 0);
+        c.count -= 1;
+        if c.level != NIL && c.price == price {
+            // Another level with this residue may remain: it is found by the binary search.
+            c.level = NIL;
+        }
     }
 
     /// Removes the level at `price` (present).
@@ -166,10 +223,12 @@ impl Ladder {
         let k = self.key(price);
         if self.entries.last().is_some_and(|e| e.0 == k) {
             self.entries.pop();
+            self.uncache(price);
             return;
         }
         if let Ok(i) = self.entries.binary_search_by_key(&k, |e| e.0) {
             self.entries.remove(i);
+            self.uncache(price);
         } else {
             debug_assert!(false, "removing an absent level");
         }
@@ -179,5 +238,48 @@ impl Ladder {
     #[inline]
     pub fn iter_best_first(&self) -> impl Iterator<Item = u32> + '_ {
         self.entries.iter().rev().map(|e| e.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Prices that collide in the cache (multiples of CACHE_SLOTS apart) and prices that do not,
+    /// inserted and removed in random order: `find` always agrees with a plain map, and the
+    /// ladder stays sorted best-last.
+    #[test]
+    fn cache_collisions_never_change_answers() {
+        for side in [Side::Buy, Side::Sell] {
+            let mut l = Ladder::new(side, 64);
+            let mut model: BTreeMap<Price, u32> = BTreeMap::new();
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            for step in 0..20_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let price = 1 + (x % 4) as i64 * CACHE_SLOTS as i64 + ((x >> 8) % 6) as i64;
+                match model.get(&price) {
+                    Some(_) if x & (1 << 40) != 0 => {
+                        l.remove(price);
+                        model.remove(&price);
+                    }
+                    None if !l.is_full() => {
+                        l.insert(price, step);
+                        model.insert(price, step);
+                    }
+                    _ => {}
+                }
+                for p in [price, price + CACHE_SLOTS as i64, price - CACHE_SLOTS as i64, 1, 2 + CACHE_SLOTS as i64] {
+                    assert_eq!(l.find(p), model.get(&p).copied(), "step {step}: find({p})");
+                }
+                let best = match side {
+                    Side::Buy => model.iter().next_back(),
+                    Side::Sell => model.iter().next(),
+                };
+                assert_eq!(l.best(), best.map(|(_, &v)| v));
+            }
+        }
     }
 }
