@@ -38,8 +38,13 @@ impl Mode {
     }
 }
 
+/// CPUs of the machine, counted once before any pinning: `available_parallelism` reads the
+/// calling thread's affinity mask, and the client thread pins itself to CPU 0 during a run, after
+/// which a fresh count said 1 and the next run pinned the engine onto the client's CPU (the two
+/// then shared one core in scheduler time slices: ~8 ms latency, a third of the throughput).
 fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The producer/consumer mode of this run.
