@@ -64,6 +64,10 @@ pub struct GatewayArgs {
     /// Offered rates of the throughput part, orders/s over all sessions (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
+    /// `tickwire serve --latency-profile` of every server started (`default` or `low`; see
+    /// docs/server.md "Wait profiles"). Printed with the results.
+    #[arg(long, default_value = "default")]
+    pub latency_profile: String,
 }
 
 /// Sizes of one run.
@@ -195,6 +199,8 @@ fn run_inner(a: &GatewayArgs) -> Result<(), String> {
     ));
     // One key for the RTT session (key 1), then `sessions` keys for the throughput part.
     let keys = 1 + sessions as u64;
+    server::set_latency_profile(&a.latency_profile);
+    r.note(&format!("servers: tickwire serve --latency-profile {}", a.latency_profile));
     let mut srv_none = ServerProc::start(&bin, &base, "none", keys, None)?;
     let mut srv_sync = ServerProc::start(&bin, &base, "sync", keys, None)?;
     // Diagnostic: the same servers with a 1 ns timer slack (inherited by their threads), to

@@ -109,6 +109,13 @@ fn config_text(data_dir: &Path, durability: &str, keys: u64) -> String {
     t
 }
 
+static LATENCY_PROFILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the `--latency-profile` of the servers started from now on (once per run).
+pub fn set_latency_profile(p: &str) {
+    let _ = LATENCY_PROFILE.set(p.to_string());
+}
+
 impl ServerProc {
     /// Starts `bin serve` with `keys` trade keys (ids and accounts 1..=keys) and waits for its
     /// `order-entry:` line (at most 30 s). With `timer_slack_ns`, the child is forked from a
@@ -134,6 +141,7 @@ impl ServerProc {
             .arg("--config")
             .arg(&cfg)
             .args(["--no-feed", "--durability", durability, "--listen", "127.0.0.1:0"])
+            .args(["--latency-profile", LATENCY_PROFILE.get().map_or("default", |s| s.as_str())])
             .arg("--data-dir")
             .arg(&data)
             .stdin(Stdio::null())
