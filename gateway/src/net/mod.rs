@@ -590,8 +590,10 @@ impl EventLoop {
             }
             let n = budget.min(scratch.len());
             match c.stream.read(&mut scratch[..n]) {
-                Ok(0) => {
-                    // EOF.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(0) | Err(_) => {
+                    // EOF or a socket error: the session sees a disconnect (cancel-on-disconnect).
                     if c.state == ConnState::Open {
                         let mut fx = std::mem::take(&mut self.fx);
                         c.session.handle_disconnect(now, &mut fx);
@@ -612,19 +614,6 @@ impl EventLoop {
                     c.deadline = c.session.poll_timeout(now, &mut fx);
                     self.apply(idx, &mut fx, now);
                     self.fx = fx;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    if c.state == ConnState::Open {
-                        let mut fx = std::mem::take(&mut self.fx);
-                        c.session.handle_disconnect(now, &mut fx);
-                        fx.out.clear();
-                        self.apply(idx, &mut fx, now);
-                        self.fx = fx;
-                    }
-                    self.remove(idx);
-                    break;
                 }
             }
         }
