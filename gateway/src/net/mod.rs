@@ -502,10 +502,11 @@ impl EventLoop {
             }
             _ => {}
         }
-        let mut slow = false;
+        // Unsent bytes this turn would leave (recorded before `fx` is cleared, for the log).
+        let mut slow_unsent: Option<usize> = None;
         if !fx.out.is_empty() {
             if c.pending_out() + fx.out.len() > self.limits.max_outbound_bytes {
-                slow = true;
+                slow_unsent = Some(c.pending_out() + fx.out.len());
             } else {
                 c.out.extend_from_slice(&fx.out);
                 if !self.dirty.contains(&idx) {
@@ -515,9 +516,8 @@ impl EventLoop {
         }
         let close = fx.close.take();
         fx.clear();
-        if slow {
-            let why = format!("{} bytes unsent, limit {}", c.pending_out() + fx.out.len(), self.limits.max_outbound_bytes);
-            fx.clear();
+        if let Some(unsent) = slow_unsent {
+            let why = format!("{unsent} bytes unsent, limit {}", self.limits.max_outbound_bytes);
             self.slow_disconnect(idx, now, &why);
             return;
         }
