@@ -141,6 +141,38 @@ pub struct HubStats {
     pub ticks: u64,
 }
 
+impl HubStats {
+    /// Adds `o`'s counters to these (one shard's into a total). Destructures every field, so a
+    /// counter added later cannot be forgotten here.
+    pub fn merge(&mut self, o: &HubStats) {
+        let HubStats {
+            accepted, closed, open, handshake_failures, protocol_errors, conflations,
+            slow_disconnects, frames_encoded, frames_queued, bytes_written, engine_events,
+            engine_gaps, engine_resyncs, resumes_replayed, resumes_snapshot, http_requests,
+            candles_closed, top_updates, ticks,
+        } = *o;
+        self.accepted += accepted;
+        self.closed += closed;
+        self.open += open;
+        self.handshake_failures += handshake_failures;
+        self.protocol_errors += protocol_errors;
+        self.conflations += conflations;
+        self.slow_disconnects += slow_disconnects;
+        self.frames_encoded += frames_encoded;
+        self.frames_queued += frames_queued;
+        self.bytes_written += bytes_written;
+        self.engine_events += engine_events;
+        self.engine_gaps += engine_gaps;
+        self.engine_resyncs += engine_resyncs;
+        self.resumes_replayed += resumes_replayed;
+        self.resumes_snapshot += resumes_snapshot;
+        self.http_requests += http_requests;
+        self.candles_closed += candles_closed;
+        self.top_updates += top_updates;
+        self.ticks += ticks;
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Handshake,

@@ -185,20 +185,7 @@ impl Feed {
         let mut t = HubStats::default();
         for s in &self.stats {
             if let Ok(s) = s.lock() {
-                t.accepted += s.accepted;
-                t.closed += s.closed;
-                t.open += s.open;
-                t.handshake_failures += s.handshake_failures;
-                t.protocol_errors += s.protocol_errors;
-                t.conflations += s.conflations;
-                t.slow_disconnects += s.slow_disconnects;
-                t.frames_encoded += s.frames_encoded;
-                t.frames_queued += s.frames_queued;
-                t.bytes_written += s.bytes_written;
-                t.engine_events += s.engine_events;
-                t.engine_gaps += s.engine_gaps;
-                t.resumes_replayed += s.resumes_replayed;
-                t.resumes_snapshot += s.resumes_snapshot;
+                t.merge(&s);
             }
         }
         t
