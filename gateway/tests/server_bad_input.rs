@@ -47,7 +47,9 @@ fn hostile_clients_do_not_disturb_other_sessions() {
     let srv = ServerProc::start(dir.path(), Some(&test_config("sync")));
     let addr = srv.addr;
     let mut w = Client::connect(addr).unwrap();
-    w.logon(1, 0);
+    // The witness sends no heartbeats and the storm below keeps it silent for seconds on a loaded
+    // machine: it asks for a 60 s interval so only a real disturbance can drop it.
+    w.logon_hb(1, 0, 60_000);
     witness_ok(&mut w, 1);
 
     // Garbage: "GE" read as a length of 0x4547 > the maximum frame.

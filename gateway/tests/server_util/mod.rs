@@ -231,9 +231,19 @@ impl Client {
     }
 
     pub fn try_logon(&mut self, key: u64, last_seq_seen: u64) -> Result<LogonAccepted, String> {
+        self.try_logon_hb(key, last_seq_seen, 1000)
+    }
+
+    /// Logon asking for a heartbeat interval of `heartbeat_ms`: a session that stays silent for
+    /// longer stretches than two intervals (these clients send no heartbeats) must ask for more.
+    pub fn logon_hb(&mut self, key: u64, last_seq_seen: u64, heartbeat_ms: u32) -> LogonAccepted {
+        self.try_logon_hb(key, last_seq_seen, heartbeat_ms).unwrap_or_else(|e| panic!("logon of key {key}: {e}"))
+    }
+
+    fn try_logon_hb(&mut self, key: u64, last_seq_seen: u64, heartbeat_ms: u32) -> Result<LogonAccepted, String> {
         static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let nonce = now_ns() ^ NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let l = Logon::signed(&secret(key), key, now_ns(), nonce, last_seq_seen, 1000, false);
+        let l = Logon::signed(&secret(key), key, now_ns(), nonce, last_seq_seen, heartbeat_ms, false);
         self.send(ClientMsg::Logon(l)).map_err(|e| e.to_string())?;
         match self.recv(Duration::from_secs(20)) {
             Recv::Msg(ServerMsg::LogonAccepted(a)) => Ok(a),
