@@ -55,7 +55,9 @@ fn a_reader_gets_a_long_replay_and_a_non_reader_is_cut() {
     s.set_recv_buffer_size(4096).unwrap();
     s.connect_timeout(&srv.addr.into(), Duration::from_secs(5)).unwrap();
     let mut slow = Client::from_stream(s.into());
-    let a = slow.logon(1, 0);
+    // A long heartbeat interval: the disconnect below must come from the slow-consumer rule,
+    // not from the heartbeat timeout this silent client would otherwise hit.
+    let a = slow.logon_hb(1, 0, 60_000);
     assert_eq!((a.last_seq, a.replay_from), (ORDERS, 1));
     std::thread::sleep(Duration::from_millis(2500));
     let mut reports = 0u64;
