@@ -3,8 +3,11 @@
 use crate::types::*;
 use std::fmt;
 
-/// One tradable instrument.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One tradable instrument. Also the `[[instruments]]` table of every TOML configuration
+/// (`tickwire-match --config`, `tickwire serve --config`): the field names are the keys,
+/// `price_band_bps` and `reference_price` may be left out, any other key is an error.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InstrumentConfig {
     /// Instrument id, 1..=u32::MAX (0 is reserved), unique.
     pub id: InstrumentId,

@@ -38,7 +38,7 @@ struct FileConfig {
     capacities: Capacities,
     #[serde(default)]
     stp: StpSection,
-    instruments: Vec<FileInstrument>,
+    instruments: Vec<InstrumentConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -64,19 +64,6 @@ struct AccountStp {
     account: AccountId,
     #[serde(deserialize_with = "stp")]
     mode: StpMode,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileInstrument {
-    id: InstrumentId,
-    symbol: String,
-    tick_size: Price,
-    lot_size: Qty,
-    min_qty: Qty,
-    max_qty: Qty,
-    price_band_bps: Option<u32>,
-    reference_price: Option<Price>,
 }
 
 fn stp_from_name<E: serde::de::Error>(s: &str) -> Result<StpMode, E> {
@@ -122,20 +109,7 @@ pub fn parse_config(text: &str) -> Result<EngineConfig, ConfigFileError> {
     let file: FileConfig = toml::from_str(text).map_err(|e| ConfigFileError::Syntax(e.to_string()))?;
     let defaults = EngineConfig::single_default();
     let cfg = EngineConfig {
-        instruments: file
-            .instruments
-            .into_iter()
-            .map(|i| InstrumentConfig {
-                id: i.id,
-                symbol: i.symbol,
-                tick_size: i.tick_size,
-                lot_size: i.lot_size,
-                min_qty: i.min_qty,
-                max_qty: i.max_qty,
-                price_band_bps: i.price_band_bps,
-                reference_price: i.reference_price,
-            })
-            .collect(),
+        instruments: file.instruments,
         orders_max: file.capacities.orders_max.unwrap_or(defaults.orders_max),
         levels_max: file.capacities.levels_max.unwrap_or(defaults.levels_max),
         accounts_max: file.capacities.accounts_max.unwrap_or(defaults.accounts_max),

@@ -332,19 +332,7 @@ impl ServerConfig {
         }
         engine.instruments = match f.instruments {
             None => d.engine.instruments.clone(),
-            Some(list) => list
-                .into_iter()
-                .map(|i| InstrumentConfig {
-                    id: i.id,
-                    symbol: i.symbol,
-                    tick_size: i.tick_size,
-                    lot_size: i.lot_size,
-                    min_qty: i.min_qty,
-                    max_qty: i.max_qty,
-                    price_band_bps: i.price_band_bps,
-                    reference_price: i.reference_price,
-                })
-                .collect(),
+            Some(list) => list,
         };
         engine.validate().map_err(|e| ServerConfigError(e.to_string()))?;
         let keys = match f.keys {
@@ -486,7 +474,7 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 struct FileConfig {
     server: Option<ServerSection>,
     engine: Option<EngineSection>,
-    instruments: Option<Vec<FileInstrument>>,
+    instruments: Option<Vec<InstrumentConfig>>,
     keys: Option<Vec<FileKey>>,
     limits: Option<LimitsSection>,
     journal: Option<JournalSection>,
@@ -520,19 +508,6 @@ struct EngineSection {
 struct AccountStp {
     account: u32,
     mode: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileInstrument {
-    id: u32,
-    symbol: String,
-    tick_size: i64,
-    lot_size: u64,
-    min_qty: u64,
-    max_qty: u64,
-    price_band_bps: Option<u32>,
-    reference_price: Option<i64>,
 }
 
 #[derive(Deserialize)]
