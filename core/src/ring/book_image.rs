@@ -65,7 +65,6 @@
 use super::RingError;
 use crate::engine::Level;
 use crate::types::{InstrumentId, Seq};
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
@@ -254,17 +253,7 @@ impl BookImageWriter {
     /// `instruments` instruments of `depth` levels per side. No generation is published yet.
     pub fn create(path: &Path, instruments: usize, depth: usize) -> Result<BookImageWriter, RingError> {
         let layout = ImageLayout::new(instruments, depth)?;
-        let io = |e| RingError::Io(path.to_path_buf(), e);
-        let tmp = {
-            let mut name = path.file_name().unwrap_or_default().to_os_string();
-            name.push(format!(".tmp.{}", std::process::id()));
-            path.with_file_name(name)
-        };
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
-        file.set_len(layout.total_len as u64).map_err(io)?;
-        // SAFETY: a file we just created under a private temporary name: nobody else maps or
-        // truncates it during set-up, and after the rename it is only accessed through atomics.
-        let mut map = unsafe { memmap2::MmapOptions::new().len(layout.total_len).map_mut(&file) }.map_err(io)?;
+        let (mut map, pending) = super::shm::file::create(path, layout.total_len)?;
         // SAFETY: `map` is `total_len` bytes, page aligned, owned by the writer (kept in `_map`),
         // and the layout's contract is atomic access only.
         let words = unsafe { Words::new(map.as_mut_ptr(), layout.total_len) };
@@ -282,7 +271,7 @@ impl BookImageWriter {
         set(w::WRITER_STATE, super::shm::WRITER_LIVE);
         // Release: pairs with the Acquire load of the magic in `BookImageReader::open`.
         w.words.at(w::MAGIC).store(MAGIC, Ordering::Release);
-        std::fs::rename(&tmp, path).map_err(io)?;
+        pending.publish()?;
         Ok(w)
     }
 
@@ -397,15 +386,8 @@ pub struct BookImageReader {
 impl BookImageReader {
     /// Maps `path` read-only and checks its header.
     pub fn open(path: &Path) -> Result<BookImageReader, RingError> {
-        let io = |e| RingError::Io(path.to_path_buf(), e);
-        let file = OpenOptions::new().read(true).open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len() as usize;
-        if len < HEADER_BYTES {
-            return Err(RingError::Header(format!("book image: file is {len} bytes, shorter than the header")));
-        }
-        // SAFETY: a read-only shared mapping of `len` bytes: we only load from it, through
-        // atomics (the writer stores through atomics too, so no load is a data race).
-        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file) }.map_err(io)?;
+        let map = super::shm::file::open_ro(path, HEADER_BYTES, "book image: ")?;
+        let len = map.len();
         // SAFETY: `len` mapped, page-aligned bytes owned by the result (`_map`).
         let words = unsafe { Words::new(map.as_ptr(), len) };
         // Acquire: pairs with the Release store of the magic at creation: the header is complete.

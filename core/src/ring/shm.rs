@@ -142,10 +142,65 @@ impl Layout {
 #[cfg(not(loom))]
 pub(crate) use std_region::Region;
 
+/// The shared-memory file protocol every Tickwire region uses (this ring, and the feed's book
+/// image): a writer creates the file under a private temporary name, sizes and maps it,
+/// initialises it (its magic stored last, with Release), then renames it over the path — so a
+/// reader never opens a half-initialised file, and a restarted writer replaces an old one
+/// atomically. Readers map it read-only after checking its length.
+#[cfg(not(loom))]
+pub(crate) mod file {
+    use super::RingError;
+    use std::fs::OpenOptions;
+    use std::path::{Path, PathBuf};
+
+    /// A created, mapped, not yet visible file: [`Pending::publish`] renames it into place.
+    pub(crate) struct Pending {
+        tmp: PathBuf,
+        path: PathBuf,
+    }
+
+    impl Pending {
+        /// Makes the initialised file visible at its path (replacing any older one).
+        pub(crate) fn publish(self) -> Result<(), RingError> {
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| RingError::Io(self.path.clone(), e))
+        }
+    }
+
+    /// Creates `path`'s private temporary sibling of `len` bytes and maps it writable.
+    pub(crate) fn create(path: &Path, len: usize) -> Result<(memmap2::MmapMut, Pending), RingError> {
+        let io = |e| RingError::Io(path.to_path_buf(), e);
+        let tmp = {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".tmp.{}", std::process::id()));
+            path.with_file_name(name)
+        };
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
+        file.set_len(len as u64).map_err(io)?;
+        // SAFETY: we just created the file at a private temporary name: nobody else maps or
+        // truncates it while the caller sets it up, and after `publish` it is only ever accessed
+        // through atomics (the contract of every region with other processes).
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }.map_err(io)?;
+        Ok((map, Pending { tmp, path: path.to_path_buf() }))
+    }
+
+    /// Maps `path` read-only, whole; refuses a file shorter than `header_len` bytes (`what`
+    /// prefixes that error, e.g. "book image: ").
+    pub(crate) fn open_ro(path: &Path, header_len: usize, what: &str) -> Result<memmap2::Mmap, RingError> {
+        let io = |e| RingError::Io(path.to_path_buf(), e);
+        let file = OpenOptions::new().read(true).open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len() as usize;
+        if len < header_len {
+            return Err(RingError::Header(format!("{what}file is {len} bytes, shorter than the header")));
+        }
+        // SAFETY: a read-only shared mapping of the whole file: the caller only ever loads from
+        // it, through atomics (writers store through 64-bit atomics, so no load is a data race).
+        unsafe { memmap2::MmapOptions::new().len(len).map(&file) }.map_err(io)
+    }
+}
+
 #[cfg(not(loom))]
 mod std_region {
     use super::*;
-    use std::fs::OpenOptions;
     use std::path::Path;
     use std::ptr::NonNull;
 
@@ -190,38 +245,20 @@ mod std_region {
 
         /// Creates (or replaces, atomically by rename) the file at `path`, sized and initialised.
         pub(crate) fn create_file(path: &Path, layout: Layout, first_seq: Seq) -> Result<Region, RingError> {
-            let io = |e| RingError::Io(path.to_path_buf(), e);
-            let tmp = {
-                let mut name = path.file_name().unwrap_or_default().to_os_string();
-                name.push(format!(".tmp.{}", std::process::id()));
-                path.with_file_name(name)
-            };
-            let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
-            file.set_len(layout.total_len as u64).map_err(io)?;
-            // SAFETY: we just created the file at a private temporary name; nobody else maps or
-            // truncates it while we set it up, and after the rename it is only ever accessed
-            // through atomics (the layout's contract with other processes).
-            let mut map = unsafe { memmap2::MmapOptions::new().len(layout.total_len).map_mut(&file) }.map_err(io)?;
+            let (mut map, pending) = super::file::create(path, layout.total_len)?;
             let base = NonNull::new(map.as_mut_ptr()).ok_or(RingError::Alloc(layout.total_len))?;
             let r = Region::from_parts(base, layout, Owner::MmapRw(map));
             r.prefault();
             r.init_header(first_seq);
-            std::fs::rename(&tmp, path).map_err(io)?;
+            pending.publish()?;
             Ok(r)
         }
 
         /// Maps `path` read-only and checks its header against `slot_size`.
         pub(crate) fn open_file_ro(path: &Path, slot_size: usize) -> Result<Region, RingError> {
-            let io = |e| RingError::Io(path.to_path_buf(), e);
-            let file = OpenOptions::new().read(true).open(path).map_err(io)?;
-            let len = file.metadata().map_err(io)?.len() as usize;
-            if len < offsets::HEADER_SIZE {
-                return Err(RingError::Header(format!("file is {len} bytes, shorter than the header")));
-            }
-            // SAFETY: a read-only shared mapping: we only ever load from it, through atomics (the
-            // writer stores concurrently, always through 64-bit atomics, so no load is a data
-            // race); the length is the file's, so every offset checked below is in bounds.
-            let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file) }.map_err(io)?;
+            let map = super::file::open_ro(path, offsets::HEADER_SIZE, "")?;
+            // The mapping covers the whole file, so every offset checked below is in bounds.
+            let len = map.len();
             let base = NonNull::new(map.as_ptr() as *mut u8).ok_or(RingError::Alloc(len))?;
             let word = |off: usize| {
                 // SAFETY: off + 8 <= HEADER_SIZE <= len; the mapping is page aligned and `off` a
