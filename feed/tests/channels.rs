@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{random_command, FakeClient, Frame, Rng};
+use common::{random_command, trade, FakeClient, Frame, Rng};
 use tickwire_core::{Engine, EngineConfig, Event, EventKind, InstrumentConfig, Side};
 use tickwire_feed::hub::{Hub, HubConfig, SlowPolicy};
 use tickwire_protocol::md::sync::{Applied, InstrumentSync};
@@ -188,19 +188,6 @@ fn delta(seq: u64, side: Side, price: i64, qty: u64) -> Event {
     }
 }
 
-fn trade(seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
-    Event {
-        seq,
-        kind: EventKind::Trade as u8,
-        side: Side::Buy as u8,
-        instrument: 1,
-        order_id: seq,
-        aux64: ts_ns,
-        price,
-        qty,
-        ..Event::default()
-    }
-}
 
 /// A top-N view: (update, instrument seq, bids, asks) as (price, qty).
 type View = (u32, u64, Vec<(i64, u64)>, Vec<(i64, u64)>);

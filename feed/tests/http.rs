@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::FakeClient;
+use common::{trade, FakeClient};
 use proptest::prelude::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,19 +32,6 @@ fn delta(seq: u64, side: Side, price: i64, qty: u64, orders: u32) -> Event {
     }
 }
 
-fn trade(seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
-    Event {
-        seq,
-        kind: EventKind::Trade as u8,
-        side: Side::Buy as u8,
-        instrument: 1,
-        order_id: seq,
-        aux64: ts_ns,
-        price,
-        qty,
-        ..Event::default()
-    }
-}
 
 /// Sends `raw`, reads until the server closes; `(status, head, body)`.
 fn request(addr: SocketAddr, raw: &[u8]) -> (u16, String, String) {

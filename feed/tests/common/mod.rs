@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::IoSlice;
-use tickwire_core::{Command, OrderType, Side};
+use tickwire_core::{Command, Event, EventKind, OrderType, Side};
 use tickwire_feed::hub::{ConnId, Flush, Hub};
 
 pub const HANDSHAKE: &[u8] = b"GET /md HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -146,5 +146,20 @@ pub fn random_command(r: &mut Rng) -> Command {
         85..=94 => Command::replace(acct, inst, id, if r.below(2) == 0 { Some(px) } else { None }, qty),
         95..=96 => Command::set_halted(inst, r.below(2) == 0),
         _ => Command::mass_cancel(acct, Some(inst), tickwire_core::CancelReason::MassCancel),
+    }
+}
+
+/// A public trade of instrument 1 (buy aggressor) at engine sequence `seq`.
+pub fn trade(seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
+    Event {
+        seq,
+        kind: EventKind::Trade as u8,
+        side: Side::Buy as u8,
+        instrument: 1,
+        order_id: seq,
+        aux64: ts_ns,
+        price,
+        qty,
+        ..Event::default()
     }
 }
