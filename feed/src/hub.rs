@@ -25,6 +25,7 @@ pub mod candles;
 #[path = "http.rs"]
 pub mod http;
 
+use crate::frames::{FrameId, FrameTable};
 use crate::ws;
 use bytes::Bytes;
 use candles::{Bar, Candles};
@@ -200,7 +201,8 @@ struct Conn {
     since_tick: u32,
     /// Queued bytes not yet written.
     queued: usize,
-    out: VecDeque<Bytes>,
+    /// Frames to write, by id in the hub's [`FrameTable`] (each entry holds one reference).
+    out: VecDeque<FrameId>,
     /// `(instrument index << 4) | channel mask`; the mask is always `md::effective_channels` of
     /// itself.
     subs: Subs,
@@ -212,6 +214,8 @@ struct Conn {
 
 /// Subscriptions kept inline (no heap) per connection; more spill to a `Vec`.
 pub const SUBS_INLINE: usize = 4;
+/// Queue entries a busy connection keeps allocated once drained (more was a burst: freed).
+const OUT_KEEP_MAX: usize = 1024;
 
 /// A connection's subscriptions, each `(instrument index << 4) | channel mask`: up to
 /// [`SUBS_INLINE`] inline (the common 1–4 instruments cost no allocation), more on the heap.
@@ -393,8 +397,12 @@ pub struct Hub {
     /// The last `now` the caller gave.
     now_ns: u64,
     bars: Vec<(CandleInterval, Bar)>,
-    /// The heartbeat of the last tick, queued by flag (`Conn::hb`).
-    hb_frame: Bytes,
+    /// Every frame queued to a connection, held once (queues hold ids).
+    frames: FrameTable,
+    /// The heartbeat of the last tick (held by the hub), queued by flag (`Conn::hb`) or by id.
+    hb_id: FrameId,
+    /// Ids of the frames being fanned out (reused).
+    fan_ids: Vec<FrameId>,
     /// Counters.
     pub stats: HubStats,
 }
@@ -436,6 +444,9 @@ impl Hub {
         ids.dedup();
         // Subscription entries keep the instrument index in 28 bits.
         assert!(ids.len() < 1 << 28, "too many instruments for one hub");
+        let mut frames = FrameTable::default();
+        // No heartbeat before the first tick: an empty one (never queued: flags come with ticks).
+        let hb_id = frames.insert(Bytes::new());
         let instruments: Vec<Instrument> = ids
             .iter()
             .map(|&id| Instrument {
@@ -481,7 +492,9 @@ impl Hub {
             top_pending: Vec::new(),
             now_ns: 0,
             bars: Vec::new(),
-            hb_frame: Bytes::new(),
+            frames,
+            hb_id,
+            fan_ids: Vec::new(),
             stats: HubStats::default(),
         }
     }
@@ -561,10 +574,13 @@ impl Hub {
             let subs = std::mem::take(&mut self.instruments[i].subscribers);
             let err = error_frame(ErrorMsg::new(ErrorCode::FeedReset, b.instrument, engine_seq));
             let snap = self.snapshot(i);
+            let (err, snap) = (self.frames.insert(err), self.frames.insert(snap));
             for &c in &subs {
-                self.push(c, err.clone(), false);
-                self.push(c, snap.clone(), false);
+                self.push_id(c, err, false);
+                self.push_id(c, snap, false);
             }
+            self.frames.release(err);
+            self.frames.release(snap);
             self.instruments[i].subscribers = subs;
             n += 1;
         }
@@ -732,15 +748,20 @@ impl Hub {
             return;
         }
         let subs = std::mem::take(ins.list(ch));
+        let mut fan_ids = std::mem::take(&mut self.fan_ids);
+        let mut frames = frames;
+        fan_ids.extend(frames.drain(..).map(|f| self.frames.insert(f)));
         for &c in &subs {
-            for f in &frames {
-                self.push(c, f.clone(), true);
+            for &f in &fan_ids {
+                self.push_id(c, f, true);
             }
         }
+        for f in fan_ids.drain(..) {
+            self.frames.release(f);
+        }
+        self.fan_ids = fan_ids;
         let ins = &mut self.instruments[i];
         *ins.list(ch) = subs;
-        let mut frames = frames;
-        frames.clear();
         match ch {
             CH_BOOK => ins.fresh = frames,
             CH_TRADES => ins.fresh_trades = frames,
@@ -801,9 +822,11 @@ impl Hub {
         self.stats.frames_encoded += 1;
         self.stats.top_updates += 1;
         let subs = std::mem::take(&mut ins.top_subs);
+        let f = self.frames.insert(f);
         for &c in &subs {
-            self.push(c, f.clone(), true);
+            self.push_id(c, f, true);
         }
+        self.frames.release(f);
         self.instruments[i].top_subs = subs;
     }
 
@@ -890,6 +913,9 @@ impl Hub {
     pub fn close(&mut self, id: ConnId) {
         let Some(slot) = self.conns.get_mut(id as usize) else { return };
         let Some(c) = slot.take() else { return };
+        for &f in &c.out {
+            self.frames.release(f);
+        }
         for &x in c.subs.as_slice() {
             self.instruments[sub_index(x)].set_channels(id, sub_mask(x), 0);
         }
@@ -918,6 +944,13 @@ impl Hub {
 
     /// Queues a frame. `budgeted` frames are subject to the outbound budget.
     fn push(&mut self, id: ConnId, f: Bytes, budgeted: bool) {
+        let f = self.frames.insert(f);
+        self.push_id(id, f, budgeted);
+        self.frames.release(f);
+    }
+
+    /// Queues frame `f` of the table (the caller keeps its own reference).
+    fn push_id(&mut self, id: ConnId, f: FrameId, budgeted: bool) {
         let budget = self.cfg.budget_bytes;
         let policy = self.cfg.slow_policy;
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
@@ -926,16 +959,20 @@ impl Hub {
         }
         if c.hb {
             c.hb = false;
-            c.out.push_front(self.hb_frame.clone());
+            self.frames.retain(self.hb_id);
+            c.out.push_front(self.hb_id);
         }
         c.busy |= budgeted;
-        if budgeted && !c.out.is_empty() && c.queued + f.len() > budget {
+        let len = self.frames.get(f).len();
+        if budgeted && !c.out.is_empty() && c.queued + len > budget {
             // Keep a frame already partly written: the WebSocket stream must stay well-formed.
             let keep = if c.head_off > 0 { c.out.pop_front() } else { None };
-            c.out.clear();
+            for x in c.out.drain(..) {
+                self.frames.release(x);
+            }
             c.queued = 0;
             if let Some(h) = keep {
-                c.queued = h.len() - c.head_off as usize;
+                c.queued = self.frames.get(h).len() - c.head_off as usize;
                 c.out.push_back(h);
             } else {
                 c.head_off = 0;
@@ -948,7 +985,7 @@ impl Hub {
                 SlowPolicy::Disconnect => {
                     for fr in [error_frame(ErrorMsg::new(ErrorCode::SlowConsumer, 0, 0)), Bytes::from(ws::close_frame(ws::CLOSE_POLICY))] {
                         c.queued += fr.len();
-                        c.out.push_back(fr);
+                        c.out.push_back(self.frames.insert(fr));
                     }
                     c.state = State::Closing;
                     c.since_tick = self.tick;
@@ -956,7 +993,8 @@ impl Hub {
                 }
             }
         } else {
-            c.queued += f.len();
+            c.queued += len;
+            self.frames.retain(f);
             c.out.push_back(f);
             self.stats.frames_queued += 1;
         }
@@ -974,11 +1012,10 @@ impl Hub {
             return;
         }
         if !c.out.is_empty() || c.hb {
-            let h = self.hb_frame.clone();
-            return self.push(id, h, true);
+            return self.push_id(id, self.hb_id, true);
         }
         c.hb = true;
-        c.queued += self.hb_frame.len();
+        c.queued += self.frames.get(self.hb_id).len();
         self.stats.frames_queued += 1;
         if !c.in_dirty {
             c.in_dirty = true;
@@ -995,14 +1032,21 @@ impl Hub {
         let mut n = self.conns.capacity() * std::mem::size_of::<Option<Conn>>();
         n += (self.free.capacity() + self.dirty.capacity() + self.to_close.capacity()) * std::mem::size_of::<ConnId>();
         for c in self.conns.iter().flatten() {
-            n += c.out.capacity() * std::mem::size_of::<Bytes>() + c.subs.heap_bytes() + c.queued;
+            n += c.out.capacity() * std::mem::size_of::<FrameId>() + c.subs.heap_bytes() + c.queued;
             n += c.partial.as_ref().map_or(0, |p| std::mem::size_of::<Vec<u8>>() + p.capacity());
         }
+        n += self.frames.memory_bytes();
         for ins in &self.instruments {
             let lists = ins.subscribers.capacity() + ins.top_subs.capacity() + ins.trade_subs.capacity() + ins.candle_subs.capacity();
             n += lists * std::mem::size_of::<ConnId>();
         }
         n
+    }
+
+    /// Distinct frames held for connections' queues, plus the current heartbeat (a leak check:
+    /// with every queue drained or closed it is 1).
+    pub fn frames_held(&self) -> usize {
+        self.frames.live()
     }
 
     /// Connections open in the hub.
@@ -1015,10 +1059,11 @@ impl Hub {
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
         if c.hb {
             c.hb = false;
-            c.out.push_front(self.hb_frame.clone());
+            self.frames.retain(self.hb_id);
+            c.out.push_front(self.hb_id);
         }
         c.queued += f.len();
-        c.out.push_back(f);
+        c.out.push_back(self.frames.insert(f));
         if !c.in_dirty {
             c.in_dirty = true;
             self.dirty.push(id);
@@ -1039,6 +1084,11 @@ impl Hub {
                 self.to_close.push(id);
             }
         }
+    }
+
+    /// Whether some connection has something new to write ([`Hub::take_dirty`] would give it).
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// Takes the connections whose write queues changed (to flush) — the backend calls
@@ -1064,9 +1114,18 @@ impl Hub {
     pub fn flush(&mut self, id: ConnId, write: &mut dyn FnMut(&[IoSlice<'_>]) -> io::Result<usize>) -> Flush {
         loop {
             let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return Flush::Close };
+            if c.hb && !c.out.is_empty() {
+                // Frames were queued after the flagged heartbeat: it becomes the first entry, so
+                // one vectored write carries it with them (nothing of the queue was written yet:
+                // the flag is always written first).
+                debug_assert_eq!(c.head_off, 0);
+                c.hb = false;
+                self.frames.retain(self.hb_id);
+                c.out.push_front(self.hb_id);
+            }
             if c.hb {
                 // The shared heartbeat, queued without an entry (`out` is empty).
-                let hb = &self.hb_frame;
+                let hb = self.frames.get(self.hb_id);
                 match write(&[IoSlice::new(hb)]) {
                     Ok(0) => return Flush::Close,
                     Ok(w) => {
@@ -1075,7 +1134,8 @@ impl Hub {
                         c.hb = false;
                         if w < hb.len() {
                             // Short write: the rest becomes an ordinary queue entry.
-                            c.out.push_back(hb.clone());
+                            self.frames.retain(self.hb_id);
+                            c.out.push_back(self.hb_id);
                             c.head_off = w as u32;
                             return Flush::Blocked;
                         }
@@ -1107,16 +1167,18 @@ impl Hub {
                     }
                     continue;
                 }
-                if c.out.capacity() > 16 || (!c.busy && c.out.capacity() > 0) {
+                if c.out.capacity() > OUT_KEEP_MAX || (!c.busy && c.out.capacity() > 0) {
                     // Give back the memory of a burst, and of an idle connection's queue (a
-                    // connection with market data since the last tick keeps it for the next).
+                    // connection with market data since the last tick keeps it for the next
+                    // pass: regrowing it every pass cost more than the writes' bookkeeping).
                     c.out = VecDeque::new();
                 }
                 return Flush::Done;
             }
             let mut slices: [IoSlice<'_>; 64] = std::array::from_fn(|_| IoSlice::new(&[]));
             let mut n = 0;
-            for (k, f) in c.out.iter().take(64).enumerate() {
+            for (k, &f) in c.out.iter().take(64).enumerate() {
+                let f = self.frames.get(f);
                 let start = if k == 0 { c.head_off as usize } else { 0 };
                 slices[n] = IoSlice::new(&f[start.min(f.len())..]);
                 n += 1;
@@ -1129,11 +1191,12 @@ impl Hub {
                     self.stats.bytes_written += w as u64;
                     c.queued -= w.min(c.queued);
                     while w > 0 {
-                        let Some(front) = c.out.front() else { break };
-                        let rest = front.len() - c.head_off as usize;
+                        let Some(&front) = c.out.front() else { break };
+                        let rest = self.frames.get(front).len() - c.head_off as usize;
                         if w >= rest {
                             w -= rest;
                             c.out.pop_front();
+                            self.frames.release(front);
                             c.head_off = 0;
                         } else {
                             c.head_off += w as u32;
@@ -1423,14 +1486,21 @@ impl Hub {
                 if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) {
                     if c.hb {
                         c.hb = false;
-                        c.out.push_front(self.hb_frame.clone());
+                        self.frames.retain(self.hb_id);
+                        c.out.push_front(self.hb_id);
                     }
                 }
             }
-            self.hb_frame = h.clone();
+            let old = std::mem::replace(&mut self.hb_id, self.frames.insert(h.clone()));
+            self.frames.release(old);
+            self.frames.trim();
         }
         for id in 0..self.conns.len() as ConnId {
             let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { continue };
+            if !c.busy && c.out.is_empty() && c.out.capacity() > 0 {
+                // No market data for a whole tick: the kept queue goes back.
+                c.out = VecDeque::new();
+            }
             c.busy = false;
             let age = self.tick.wrapping_sub(c.since_tick);
             match c.state {

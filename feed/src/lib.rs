@@ -49,6 +49,7 @@
 //! `tickwire-feed --listen ADDR --shm /dev/shm/RING` once per shard.
 
 pub mod hub;
+mod frames;
 pub mod shard;
 pub mod source;
 pub mod sys;

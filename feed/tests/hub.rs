@@ -225,6 +225,10 @@ fn stalled_then_drained(policy: SlowPolicy) {
             assert!(slow.closed);
         }
     }
+    // Every queued frame is given back once written or dropped.
+    apply(&fast.frames(&mut h), &mut sf);
+    h.close(slow.id);
+    assert_eq!(h.frames_held(), 1, "only the heartbeat is held");
 }
 
 #[test]
@@ -365,5 +369,17 @@ fn frames_are_encoded_once() {
     }
     let inst1 = first.len() as u64;
     assert!(encoded >= inst1 && encoded <= inst1 + 60, "encoded {encoded}, per subscriber {inst1}");
+    // Queued frames are held once whatever the subscribers, and given back once written.
+    let mut n = 0;
+    while h.frames_held() == 1 && n < 100 {
+        feed_some(&mut eng, &mut h, &mut r, &mut seq, 1);
+        n += 1;
+    }
+    let held = h.frames_held();
+    assert!(held > 1 && held <= 1 + 4, "{held} frames held for 20 subscribers after one command");
+    for c in cs.iter_mut() {
+        c.frames(&mut h);
+    }
+    assert_eq!(h.frames_held(), 1);
     let _ = Applied::Update;
 }
