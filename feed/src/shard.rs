@@ -14,6 +14,15 @@ use tickwire_core::Event;
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// Engine events consumed per wake-up at most (then the loop comes back for more).
 pub const EVENTS_PER_WAKE: usize = 65_536;
+/// Looks at the source per write pass (see [`FeedShard::flush_and_close`]): each look that finds
+/// events queues them to every subscriber, so more looks mean lower latency but more, smaller
+/// frames and more queueing work per pass.
+pub const SOURCE_POLLS_PER_PASS: usize = 8;
+/// Connections written between two looks at the source at least.
+pub const CONNS_PER_SOURCE_POLL_MIN: usize = 128;
+/// Write passes over the dirty connections per wake-up at most (then the loop serves accepts,
+/// reads and timers, and comes back without sleeping).
+pub const PASSES_PER_WAKE: usize = 2;
 
 /// Memory a shard holds in user space, accounted from sizes and capacities
 /// ([`FeedShard::memory`]; inventory in docs/market-data.md, *Memory per connection*).
@@ -182,15 +191,7 @@ impl<S: EventSource> FeedShard<S> {
 
     /// One wake-up: engine events → publish; then connection readiness; then writes and closes.
     fn step(&mut self) {
-        self.evbuf.clear();
-        if self.source.poll(&mut self.evbuf, EVENTS_PER_WAKE) > 0 {
-            self.hub.on_events(&self.evbuf);
-            self.hub.publish_at(wall_ns());
-            if self.evbuf.len() == EVENTS_PER_WAKE {
-                // More may be waiting: come back without sleeping.
-                self.backend.notifier().notify();
-            }
-        }
+        self.pump_source();
         let ready = std::mem::take(&mut self.ready);
         for r in &ready {
             match *r {
@@ -208,6 +209,20 @@ impl<S: EventSource> FeedShard<S> {
         }
         self.ready = ready;
         self.flush_and_close();
+    }
+
+    /// Takes what the source has (up to [`EVENTS_PER_WAKE`] events) and queues the frames to the
+    /// subscribers.
+    fn pump_source(&mut self) {
+        self.evbuf.clear();
+        if self.source.poll(&mut self.evbuf, EVENTS_PER_WAKE) > 0 {
+            self.hub.on_events(&self.evbuf);
+            self.hub.publish_at(wall_ns());
+            if self.evbuf.len() == EVENTS_PER_WAKE {
+                // More may be waiting: come back without sleeping.
+                self.backend.notifier().notify();
+            }
+        }
     }
 
     fn accept_all(&mut self) {
@@ -255,16 +270,38 @@ impl<S: EventSource> FeedShard<S> {
         }
     }
 
+    /// Writes every connection with something queued, in passes over the dirty list.
+    ///
+    /// A pass over thousands of connections takes milliseconds (one `writev` each, most of it
+    /// the kernel's TCP path), so [`SOURCE_POLLS_PER_PASS`] times per pass it looks at the
+    /// source again and queues what arrived to every subscriber: the connections still ahead
+    /// in this pass carry it at once, the ones behind get it in the next pass. An update then
+    /// waits at most about one pass for its subscriber (not the rest of the current pass and its
+    /// place in the next), which halves fan-out latency when passes run back to back.
     fn flush_and_close(&mut self) {
         let mut ids = std::mem::take(&mut self.ids);
+        let mut passes = 0;
         loop {
+            if passes == PASSES_PER_WAKE {
+                if self.hub.has_dirty() {
+                    // Still busy: serve readiness and timers, then come back without sleeping.
+                    self.backend.notifier().notify();
+                }
+                break;
+            }
             self.hub.take_dirty(&mut ids);
             if ids.is_empty() {
                 break;
             }
-            for &id in &ids {
+            let every = (ids.len() / SOURCE_POLLS_PER_PASS).max(CONNS_PER_SOURCE_POLL_MIN);
+            for (k, &id) in ids.iter().enumerate() {
+                if k % every == every - 1 {
+                    self.backend.submit();
+                    self.pump_source();
+                }
                 self.flush_one(id);
             }
+            passes += 1;
         }
         self.hub.take_to_close(&mut ids);
         for &id in &ids {

@@ -125,6 +125,9 @@ impl Backend for AnyBackend {
     fn trim(&mut self) {
         dispatch!(self, b => b.trim())
     }
+    fn submit(&mut self) {
+        dispatch!(self, b => b.submit())
+    }
 }
 
 /// Wakes a shard from another thread.
@@ -171,6 +174,9 @@ pub(crate) trait Backend {
     fn fixed_memory_bytes(&self) -> usize;
     /// Gives back memory that bursts left in per-shard tables (called every tick).
     fn trim(&mut self);
+    /// Starts the writes accepted so far without waiting (a completion backend that queues
+    /// `writev`s until `wait` hands them to the kernel here; readiness backends wrote already).
+    fn submit(&mut self) {}
 }
 
 /// A non-blocking TCP listener with SO_REUSEADDR and SO_REUSEPORT, so several shard processes
