@@ -46,6 +46,9 @@ pub struct FanoutArgs {
     /// Servers to run (comma-separated from tickwire, naive, tuned).
     #[arg(long, value_delimiter = ',', default_value = "tickwire,naive,tuned")]
     pub servers: Vec<String>,
+    /// Tickwire feed shards (threads of the server process, SO_REUSEPORT on one port).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
     /// Internal: server or client process.
     #[arg(long, hide = true)]
     pub role: Option<String>,
@@ -76,16 +79,16 @@ pub fn run(a: &FanoutArgs) {
     match a.role.as_deref() {
         Some("server") => {
             let b: BackendKind = a.backend.parse().unwrap_or_else(|e| panic!("{e}"));
-            return server::run(&a.kind, b, INSTRUMENTS);
+            return server::run(&a.kind, b, a.shards, INSTRUMENTS);
         }
         Some("client") => return client::run(a.addr.expect("--addr"), &a.src_net, a.count, INSTRUMENTS),
         Some(r) => panic!("unknown role {r}"),
         None => {}
     }
     let plan = if a.common.quick {
-        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, rates: &[1000, 3000, 10_000, 30_000] }
+        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, rates: &[1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000] }
     } else {
-        Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, rates: &[300, 1000, 3000, 10_000, 30_000, 100_000] }
+        Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, rates: &[200, 300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000] }
     };
     let ks = if a.subscribers.is_empty() { plan.ks.clone() } else { a.subscribers.clone() };
     let backends: Vec<BackendKind> = match a.backend.as_str() {
@@ -121,7 +124,7 @@ pub fn run(a: &FanoutArgs) {
         let mut best: Vec<(&'static str, String, f64, bool)> = Vec::new();
         for &(kind, b) in &servers {
             let backend = b.map_or("tokio".to_string(), |b| b.name().to_string());
-            match run_one(&mut rep, &plan, kind, b, &backend, k) {
+            match run_one(&mut rep, &plan, kind, b, &backend, k, a.shards) {
                 Ok((sat, saturated)) => best.push((kind, backend, sat, saturated)),
                 Err(e) => rep.note(&format!("fanout: {kind}/{backend} with {k} subscribers failed: {e}")),
             }
@@ -310,9 +313,19 @@ fn kept_up(w: &Window, k: usize, rate: u64) -> bool {
 
 /// Runs one server with `k` subscribers; returns (highest delivered/s that kept up, whether a
 /// sweep step failed).
-fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendKind>, backend: &str, k: usize) -> Result<(f64, bool), String> {
+#[allow(clippy::too_many_arguments)]
+fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendKind>, backend: &str, k: usize, shards: usize) -> Result<(f64, bool), String> {
     eprintln!("fanout: {kind}/{backend}, {k} subscribers");
-    let mut srv = Proc::spawn(&["--role".into(), "server".into(), "--kind".into(), kind.into(), "--backend".into(), b.unwrap_or_default().name().into()])?;
+    let mut srv = Proc::spawn(&[
+        "--role".into(),
+        "server".into(),
+        "--kind".into(),
+        kind.into(),
+        "--backend".into(),
+        b.unwrap_or_default().name().into(),
+        "--shards".into(),
+        shards.to_string(),
+    ])?;
     let ready = srv.expect("READY", Duration::from_secs(30))?;
     let port: u16 = ready.split_whitespace().nth(1).and_then(|p| p.parse().ok()).ok_or("bad READY line")?;
     std::thread::sleep(Duration::from_millis(500));

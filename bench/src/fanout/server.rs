@@ -145,7 +145,7 @@ pub fn raise_nofile() {
 }
 
 /// Server role entry point.
-pub fn run(kind: &str, backend: BackendKind, instruments: u32) {
+pub fn run(kind: &str, backend: BackendKind, shards: usize, instruments: u32) {
     raise_nofile();
     let rate = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -155,7 +155,7 @@ pub fn run(kind: &str, backend: BackendKind, instruments: u32) {
     match kind {
         "tickwire" => {
             let mut cfg = FeedConfig::new("127.0.0.1:0".parse().expect("addr"), (1..=instruments).collect()).with_backend(backend);
-            cfg.shards = 1;
+            cfg.shards = shards.max(1);
             let feed = Feed::spawn(cfg).expect("feed starts");
             port = feed.local_addr().port();
             let (r, s) = (rate.clone(), stop.clone());
@@ -165,7 +165,7 @@ pub fn run(kind: &str, backend: BackendKind, instruments: u32) {
                 let _ = feed.shutdown();
                 eprintln!("fanout server (tickwire, backend {backend}): {st:?}");
             });
-            eprintln!("fanout server: tickwire feed, 1 shard, backend {backend}");
+            eprintln!("fanout server: tickwire feed, {} shard(s), backend {backend}", shards.max(1));
         }
         "naive" | "tuned" => {
             let tuned = kind == "tuned";
