@@ -21,13 +21,16 @@
 //!   connection per wake-up, one submission per loop iteration); [`sys::BackendKind`] picks one
 //!   (`ShardConfig::backend`, `tickwire-feed --backend`).
 //! - **Encode once.** A server frame is unmasked, so its bytes are the same for every subscriber:
-//!   each message is encoded once, WebSocket header included, into a refcounted `bytes::Bytes`
-//!   that every subscriber's queue and the replay window share. Snapshots are cached per
-//!   instrument until its sequence moves.
+//!   each message is encoded once, WebSocket header included, into a `bytes::Bytes` held once
+//!   in the shard's frame table; subscribers' queues hold 4-byte ids with a plain (non-atomic)
+//!   count per frame, the replay window shares the `Bytes`. Snapshots are cached per instrument
+//!   until its sequence moves.
 //! - **Batching.** Per wake-up the shard drains up to 64 Ki engine events, then per instrument
 //!   emits Trades and Status as they came and one DeltaBatch with all level updates (its checksum
 //!   computed once), then writes each dirty connection's queue with **one `writev`** (up to 64
-//!   frames; more only if the kernel took everything).
+//!   frames; more only if the kernel took everything). A pass over many connections looks at
+//!   the source 8 times on the way, so what arrives mid-pass rides with the connections still
+//!   ahead instead of waiting for the next pass.
 //! - **Tiny idle connections.** A connection is a small struct (state, counters, an empty
 //!   `VecDeque`, its subscription list); reads go to one 64 KiB scratch buffer per shard, and
 //!   bytes are kept per connection only while a handshake or a client frame spans reads. Queues
