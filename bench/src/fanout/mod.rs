@@ -10,7 +10,12 @@
 //! processes, sources 127.0.1.x and 127.0.2.x) subscribe to every instrument, check the
 //! per-instrument sequences and record latency from the engine timestamp to receive. The
 //! coordinator measures server RSS (idle subscribers), CPU of server and clients, then a phase
-//! at 100 updates/s and a sweep of rising rates until delivery stops keeping up.
+//! at 100 updates/s and a sweep of rising rates (×1.5 steps) until delivery stops keeping up: a
+//! gap, resync or dead connection, under 95 % of the offered updates, or p99 ≥ 1 s (latency
+//! growing without bound). The highest kept-up step is `phase=saturation`; the highest with
+//! p99 < 250 ms is `phase=saturation_p99_250ms`. Delivered figures count updates (level changes
+//! and trades), which every server sends in the same payloads; Tickwire may pack more of them
+//! per WebSocket message (`messages_per_sec` shows how many messages carried them).
 
 mod client;
 mod server;
@@ -71,6 +76,10 @@ struct Plan {
     fixed_secs: f64,
     step_secs: f64,
     warmup_secs: f64,
+    /// Warm-up of the fixed phase, the first after the connection storm: new connections ack
+    /// every segment at first (TCP quick-ack) and queues and tables grow, which inflated its
+    /// p99 by ~60 % at 18 000 subscribers with 1 s. The phase measures the steady state.
+    fixed_warmup_secs: f64,
     rates: &'static [u64],
 }
 
@@ -86,9 +95,9 @@ pub fn run(a: &FanoutArgs) {
         None => {}
     }
     let plan = if a.common.quick {
-        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, rates: &[1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000] }
+        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, fixed_warmup_secs: 2.0, rates: &[1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000] }
     } else {
-        Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, rates: &[200, 300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000] }
+        Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, fixed_warmup_secs: 5.0, rates: &[200, 300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000] }
     };
     let ks = if a.subscribers.is_empty() { plan.ks.clone() } else { a.subscribers.clone() };
     let backends: Vec<BackendKind> = match a.backend.as_str() {
@@ -121,23 +130,29 @@ pub fn run(a: &FanoutArgs) {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     for &k in &ks {
-        let mut best: Vec<(&'static str, String, f64, bool)> = Vec::new();
+        let mut best: Vec<(&'static str, String, f64, f64, bool)> = Vec::new();
         for &(kind, b) in &servers {
             let backend = b.map_or("tokio".to_string(), |b| b.name().to_string());
             match run_one(&mut rep, &plan, kind, b, &backend, k, a.shards) {
-                Ok((sat, saturated)) => best.push((kind, backend, sat, saturated)),
+                Ok((sat, strict, saturated)) => best.push((kind, backend, sat, strict, saturated)),
                 Err(e) => rep.note(&format!("fanout: {kind}/{backend} with {k} subscribers failed: {e}")),
             }
         }
-        let tuned = best.iter().find(|x| x.0 == "tuned").map(|x| x.2);
-        if let Some(t) = tuned.filter(|&t| t > 0.0) {
-            for (kind, backend, v, _) in &best {
-                if *kind == "tickwire" {
-                    rep.add(BENCH, "delivered_ratio_vs_tungstenite", v / t, "x", &[("backend", backend.clone()), ("server", kind.to_string()), ("subscribers", k.to_string())]);
+        if let Some(tuned) = best.iter().find(|x| x.0 == "tuned").cloned() {
+            for (kind, backend, v, strict, _) in &best {
+                if *kind != "tickwire" {
+                    continue;
+                }
+                let tags = [("backend", backend.clone()), ("server", kind.to_string()), ("subscribers", k.to_string())];
+                if tuned.2 > 0.0 {
+                    rep.add(BENCH, "delivered_ratio_vs_tungstenite", v / tuned.2, "x", &tags);
+                }
+                if tuned.3 > 0.0 {
+                    rep.add(BENCH, "delivered_ratio_vs_tungstenite_p99_250ms", strict / tuned.3, "x", &tags);
                 }
             }
         }
-        for (kind, backend, _, saturated) in &best {
+        for (kind, backend, _, _, saturated) in &best {
             if !saturated {
                 rep.note(&format!("fanout: {kind}/{backend} at {k} subscribers kept up at the highest sweep rate: its saturation figure is a lower bound"));
             }
@@ -305,16 +320,41 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
     Ok(w)
 }
 
-/// Whether a window kept up: every expected update arrived, in sequence, with bounded latency.
-fn kept_up(w: &Window, k: usize, rate: u64) -> bool {
+/// p99 bound of "kept up": a latency growing without bound over a step passes it within seconds.
+const KEPT_UP_P99_US: f64 = 1_000_000.0;
+/// The stricter latency bound also reported (`phase=saturation_p99_250ms`).
+const STRICT_P99_US: f64 = 250_000.0;
+
+/// Whether a window kept up: every expected update arrived, in sequence (no gap, resync or dead
+/// connection, ≥ 95 % of the offered updates), with p99 under `p99_us`.
+fn kept_up(w: &Window, k: usize, rate: u64, p99_us: f64) -> bool {
     let expected = k as f64 * rate as f64 * w.secs;
-    w.gaps == 0 && w.snapshots == 0 && w.dead == 0 && w.updates as f64 >= 0.95 * expected && w.pct(0.99) < 250_000.0
+    w.gaps == 0 && w.snapshots == 0 && w.dead == 0 && w.updates as f64 >= 0.95 * expected && w.pct(0.99) < p99_us
+}
+
+/// The best kept-up step under one latency bound.
+#[derive(Clone, Copy, Default)]
+struct Best {
+    delivered: f64,
+    rate: u64,
+    p99_us: f64,
+}
+
+impl Best {
+    fn offer(&mut self, w: &Window, k: usize, rate: u64, bound_us: f64) -> bool {
+        let ok = kept_up(w, k, rate, bound_us);
+        let d = w.updates as f64 / w.secs;
+        if ok && d > self.delivered {
+            *self = Best { delivered: d, rate, p99_us: w.pct(0.99) };
+        }
+        ok
+    }
 }
 
 /// Runs one server with `k` subscribers; returns (highest delivered/s that kept up, whether a
 /// sweep step failed).
 #[allow(clippy::too_many_arguments)]
-fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendKind>, backend: &str, k: usize, shards: usize) -> Result<(f64, bool), String> {
+fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendKind>, backend: &str, k: usize, shards: usize) -> Result<(f64, f64, bool), String> {
     eprintln!("fanout: {kind}/{backend}, {k} subscribers");
     let mut srv = Proc::spawn(&[
         "--role".into(),
@@ -356,20 +396,19 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     };
     rep.add(BENCH, "rss_per_sub_bytes", rss1.saturating_sub(rss0) as f64 / k as f64, "bytes", &tags(&[]));
 
-    let w = measure(&mut srv, &mut clients, FIXED_RATE, plan.warmup_secs, plan.fixed_secs)?;
+    let w = measure(&mut srv, &mut clients, FIXED_RATE, plan.fixed_warmup_secs, plan.fixed_secs)?;
     let fixed = tags(&[("phase", "fixed".into()), ("rate", FIXED_RATE.to_string())]);
     report_window(rep, &w, &fixed);
 
-    let mut best = if kept_up(&w, k, FIXED_RATE) { w.updates as f64 / w.secs } else { 0.0 };
-    let mut saturated = !kept_up(&w, k, FIXED_RATE);
-    let mut best_rate = FIXED_RATE;
+    let (mut best, mut strict) = (Best::default(), Best::default());
+    best.offer(&w, k, FIXED_RATE, KEPT_UP_P99_US);
+    strict.offer(&w, k, FIXED_RATE, STRICT_P99_US);
+    let mut saturated = false;
     for &rate in plan.rates {
-        if saturated {
-            break;
-        }
         std::thread::sleep(Duration::from_millis(300));
         let w = measure(&mut srv, &mut clients, rate, plan.warmup_secs, plan.step_secs)?;
-        let ok = kept_up(&w, k, rate);
+        let ok = best.offer(&w, k, rate, KEPT_UP_P99_US);
+        strict.offer(&w, k, rate, STRICT_P99_US);
         let t = tags(&[("phase", "sweep".into()), ("rate", rate.to_string()), ("kept_up", ok.to_string())]);
         rep.add(BENCH, "sweep_delivered_per_sec", w.updates as f64 / w.secs, "upd/s", &t);
         rep.add(BENCH, "sweep_latency_p99", w.pct(0.99), "us", &t);
@@ -377,18 +416,20 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
         if w.gaps > 0 || w.snapshots > 0 || w.dead > 0 {
             rep.add(BENCH, "sweep_gaps", (w.gaps + w.snapshots + w.dead) as f64, "count", &t);
         }
-        if ok {
-            best = best.max(w.updates as f64 / w.secs);
-            best_rate = rate;
-        } else {
+        if !ok {
             saturated = true;
+            break;
         }
     }
-    rep.add(BENCH, "delivered_per_sec", best, "upd/s", &tags(&[("phase", "saturation".into()), ("rate", best_rate.to_string())]));
+    for (phase, b) in [("saturation", best), ("saturation_p99_250ms", strict)] {
+        let t = tags(&[("phase", phase.into()), ("rate", b.rate.to_string())]);
+        rep.add(BENCH, "delivered_per_sec", b.delivered, "upd/s", &t);
+        rep.add(BENCH, "latency_p99", b.p99_us, "us", &t);
+    }
     drop(clients);
     drop(srv);
     std::thread::sleep(Duration::from_millis(500));
-    Ok((best, saturated))
+    Ok((best.delivered, strict.delivered, saturated))
 }
 
 fn report_window(rep: &mut Report, w: &Window, t: &[(&'static str, String)]) {
