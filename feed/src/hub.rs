@@ -192,7 +192,7 @@ struct Conn {
     /// Got a market-data frame since the last tick: keeps its queue's capacity when drained (no
     /// allocation per wake-up on the busy path); an idle connection's drained queue is freed.
     busy: bool,
-    /// The shard's current heartbeat (`Hub::hb_frame`) is queued, ahead of `out`, without a
+    /// The shard's current heartbeat (`Hub::hb_id`) is queued, ahead of `out`, without a
     /// queue entry (`out` is then empty): heartbeats to idle connections allocate nothing.
     hb: bool,
     /// Bytes of `out[0]` already written.
@@ -916,6 +916,8 @@ impl Hub {
         for &f in &c.out {
             self.frames.release(f);
         }
+        // A close pending for this id must not hit the connection that reuses it.
+        self.to_close.retain(|&x| x != id);
         for &x in c.subs.as_slice() {
             self.instruments[sub_index(x)].set_channels(id, sub_mask(x), 0);
         }
@@ -1004,7 +1006,7 @@ impl Hub {
         }
     }
 
-    /// Queues the current heartbeat (`Hub::hb_frame`, budgeted like any frame): to a connection
+    /// Queues the current heartbeat (`Hub::hb_id`, budgeted like any frame): to a connection
     /// with nothing queued, as a flag (no queue entry, no allocation).
     fn push_heartbeat(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
@@ -1012,7 +1014,13 @@ impl Hub {
             return;
         }
         if !c.out.is_empty() || c.hb {
-            return self.push_id(id, self.hb_id, true);
+            // A heartbeat is not market data: it does not make the connection busy.
+            let busy = c.busy;
+            self.push_id(id, self.hb_id, true);
+            if let Some(c) = self.conn_mut(id) {
+                c.busy = busy;
+            }
+            return;
         }
         c.hb = true;
         c.queued += self.frames.get(self.hb_id).len();
@@ -1096,11 +1104,13 @@ impl Hub {
     pub fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
         out.clear();
         std::mem::swap(out, &mut self.dirty);
-        for &id in out.iter() {
-            if let Some(c) = self.conn_mut(id) {
-                c.in_dirty = false;
-            }
-        }
+        let conns = &mut self.conns;
+        out.retain(|&id| {
+            let Some(c) = conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return true };
+            c.in_dirty = false;
+            // Marked again after a mid-pass poll but written since: nothing to do.
+            !(c.state == State::Open && c.out.is_empty() && !c.hb && !c.conflated)
+        });
     }
 
     /// Takes the connections to close now (closing finished, protocol errors, lingerers).
@@ -1114,15 +1124,9 @@ impl Hub {
     pub fn flush(&mut self, id: ConnId, write: &mut dyn FnMut(&[IoSlice<'_>]) -> io::Result<usize>) -> Flush {
         loop {
             let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return Flush::Close };
-            if c.hb && !c.out.is_empty() {
-                // Frames were queued after the flagged heartbeat: it becomes the first entry, so
-                // one vectored write carries it with them (nothing of the queue was written yet:
-                // the flag is always written first).
-                debug_assert_eq!(c.head_off, 0);
-                c.hb = false;
-                self.frames.retain(self.hb_id);
-                c.out.push_front(self.hb_id);
-            }
+            // Queueing anything turns a flagged heartbeat into the queue's first entry (so one
+            // vectored write carries both): the flag is only ever set on an empty queue.
+            debug_assert!(!(c.hb && !c.out.is_empty()));
             if c.hb {
                 // The shared heartbeat, queued without an entry (`out` is empty).
                 let hb = self.frames.get(self.hb_id);
@@ -1493,8 +1497,8 @@ impl Hub {
             }
             let old = std::mem::replace(&mut self.hb_id, self.frames.insert(h.clone()));
             self.frames.release(old);
-            self.frames.trim();
         }
+        self.frames.trim();
         for id in 0..self.conns.len() as ConnId {
             let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { continue };
             if !c.busy && c.out.is_empty() && c.out.capacity() > 0 {

@@ -14,7 +14,7 @@ use tickwire_core::Event;
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// Engine events consumed per wake-up at most (then the loop comes back for more).
 pub const EVENTS_PER_WAKE: usize = 65_536;
-/// Looks at the source per write pass (see [`FeedShard::flush_and_close`]): each look that finds
+/// Looks at the source per write pass (see `FeedShard::flush_and_close`): each look that finds
 /// events queues them to every subscriber, so more looks mean lower latency but more, smaller
 /// frames and more queueing work per pass.
 pub const SOURCE_POLLS_PER_PASS: usize = 8;
