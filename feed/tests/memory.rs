@@ -1,6 +1,6 @@
 //! Memory per idle subscriber: 2000 WebSocket subscribers over loopback against an in-process
-//! shard, on each backend (io_uring skipped, with the reason, where the kernel refuses it). Two
-//! measures, neither depending on timing:
+//! shard, on each backend (io_uring skipped, with the reason, where the kernel refuses it), with
+//! heartbeats off and on. Two measures, neither depending on timing:
 //!
 //! - the shard's own accounting ([`FeedShard::memory`], sizes and capacities of everything it
 //!   holds for connections), and
@@ -9,7 +9,10 @@
 //!
 //! Both must be at most [`LIMIT`] bytes per connection. "Idle" is observed, not waited for: every
 //! client has read its upgrade answer and snapshots, then the shard has run two more ticks (its
-//! tick counter, `HubStats::ticks`), so the per-tick trim of burst-sized tables has run.
+//! tick counter, `HubStats::ticks`), so the per-tick trim of burst-sized tables has run. With
+//! heartbeats on, every tick sends one to every connection (the clients do not read them), and
+//! the shard stops right after a tick: a heartbeat burst may be in flight when it is measured, so
+//! the burst itself must not cost a buffer per connection.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickwire_feed::{BackendKind, FeedShard, HubConfig, ShardConfig, ShardMemory};
-use tickwire_protocol::md::ClientMsg;
+use tickwire_protocol::md::{self, ClientMsg};
 
 struct Counting;
 
@@ -67,37 +70,70 @@ fn client_frame(payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Reads until `want` server frames followed the `\r\n\r\n` of the upgrade answer.
-fn read_upgrade_and_frames(s: &mut TcpStream, want: usize) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            assert!(buf.starts_with(b"HTTP/1.1 101"), "no upgrade: {:?}", String::from_utf8_lossy(&buf[..p]));
-            let mut pos = p + 4;
-            let mut n = 0;
-            while buf.len() >= pos + 2 {
-                let len7 = (buf[pos + 1] & 0x7F) as usize;
-                let (hl, len) = match len7 {
-                    126 if buf.len() >= pos + 4 => (4, u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize),
-                    126 => break,
-                    127 if buf.len() >= pos + 10 => (10, u64::from_be_bytes(buf[pos + 2..pos + 10].try_into().unwrap()) as usize),
-                    127 => break,
-                    l => (2, l),
-                };
-                if buf.len() < pos + hl + len {
-                    break;
-                }
-                pos += hl + len;
-                n += 1;
-            }
-            if n >= want {
+/// A subscriber's socket and the bytes read from it but not yet parsed.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: std::net::SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Client { s, buf: Vec::new() }
+    }
+
+    fn fill(&mut self) {
+        let mut tmp = [0u8; 4096];
+        let k = self.s.read(&mut tmp).expect("read");
+        assert!(k > 0, "server closed");
+        self.buf.extend_from_slice(&tmp[..k]);
+    }
+
+    /// Reads the upgrade answer (keeping what follows it).
+    fn read_upgrade(&mut self) {
+        loop {
+            if let Some(p) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                assert!(self.buf.starts_with(b"HTTP/1.1 101"), "no upgrade: {:?}", String::from_utf8_lossy(&self.buf[..p]));
+                self.buf.drain(..p + 4);
                 return;
             }
+            self.fill();
         }
-        let k = s.read(&mut tmp).expect("read");
-        assert!(k > 0, "server closed");
-        buf.extend_from_slice(&tmp[..k]);
+    }
+
+    /// The payload of the next server frame.
+    fn next_frame(&mut self) -> Vec<u8> {
+        loop {
+            let b = &self.buf;
+            if b.len() >= 2 {
+                let (hl, len) = match b[1] & 0x7F {
+                    126 if b.len() >= 4 => (4, u16::from_be_bytes([b[2], b[3]]) as usize),
+                    127 if b.len() >= 10 => (10, u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize),
+                    126 | 127 => (usize::MAX, 0),
+                    l => (2, l as usize),
+                };
+                if hl != usize::MAX && b.len() >= hl + len {
+                    let payload = b[hl..hl + len].to_vec();
+                    self.buf.drain(..hl + len);
+                    return payload;
+                }
+            }
+            self.fill();
+        }
+    }
+
+    /// Reads `n` snapshots, skipping heartbeats.
+    fn read_snapshots(&mut self, n: usize) {
+        let mut seen = 0;
+        while seen < n {
+            let body = self.next_frame();
+            match body.first() {
+                Some(&md::MSG_HEARTBEAT) => {}
+                Some(&md::MSG_SNAPSHOT) => seen += 1,
+                other => panic!("expected a Snapshot, got message type {other:?}"),
+            }
+        }
     }
 }
 
@@ -110,13 +146,18 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn measure(kind: BackendKind) {
+fn measure(kind: BackendKind, heartbeats: bool) {
     let instruments = vec![1, 2];
-    let mut cfg = ShardConfig::new(HubConfig::new(instruments.clone()));
+    let mut hub = HubConfig::new(instruments.clone());
+    // 20 ms ticks: a connection still in its handshake after the default 3 ticks would be closed,
+    // which a loaded machine (or a debug build) answering 2000 upgrades at once can exceed.
+    hub.linger_ticks = 250;
+    let mut cfg = ShardConfig::new(hub);
     cfg.backend = kind;
     cfg.tick = Duration::from_millis(20);
-    // Heartbeats off: after setup nothing changes, so the idle state is well defined.
-    cfg.heartbeats = false;
+    // Heartbeats off: after setup nothing changes, so the idle state is well defined. On: the
+    // state also holds what a heartbeat burst leaves (or has in flight).
+    cfg.heartbeats = heartbeats;
     let listener = tickwire_feed::sys::bind_reuseport("127.0.0.1:0".parse().unwrap(), 4096).unwrap();
     let (_tx, rx) = tickwire_feed::channel();
     let mut shard = FeedShard::new(listener, rx, cfg).unwrap();
@@ -136,43 +177,31 @@ fn measure(kind: BackendKind) {
     let subscribe: Vec<u8> = instruments.iter().flat_map(|&i| client_frame(&ClientMsg::Subscribe { instrument: i }.to_vec())).collect();
 
     // Warm-up: one subscriber, so the shard's fixed buffers (io_uring ring, scratch) exist.
-    let mut warm = TcpStream::connect(addr).unwrap();
-    warm.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    warm.write_all(HANDSHAKE).unwrap();
-    read_upgrade_and_frames(&mut warm, 0);
-    warm.write_all(&subscribe).unwrap();
+    let mut warm = Client::connect(addr);
+    warm.s.write_all(HANDSHAKE).unwrap();
+    warm.read_upgrade();
+    warm.s.write_all(&subscribe).unwrap();
+    warm.read_snapshots(instruments.len());
     let t0 = stats.lock().unwrap().ticks;
     wait_until("two ticks after the warm-up", || stats.lock().unwrap().ticks >= t0 + 2);
-    let mut clients: Vec<TcpStream> = Vec::with_capacity(SUBSCRIBERS);
+    // The clients' own memory (their table and read buffers) is allocated before `before`, out
+    // of the delta; 8 KiB is more than a client ever holds unparsed (checked below).
+    let mut clients: Vec<Client> = Vec::with_capacity(SUBSCRIBERS);
+    let mut bufs: Vec<Vec<u8>> = (0..SUBSCRIBERS).map(|_| Vec::with_capacity(8192)).collect();
     let before = LIVE.load(Ordering::SeqCst);
 
-    for _ in 0..SUBSCRIBERS {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(HANDSHAKE).unwrap();
-        clients.push(s);
+    for b in &mut bufs {
+        let mut c = Client::connect(addr);
+        c.buf = std::mem::take(b);
+        c.s.write_all(HANDSHAKE).unwrap();
+        clients.push(c);
     }
-    for s in &mut clients {
-        read_upgrade_and_frames(s, 0);
-        s.write_all(&subscribe).unwrap();
+    for c in &mut clients {
+        c.read_upgrade();
+        c.s.write_all(&subscribe).unwrap();
     }
-    // (the upgrade answer was read above; now the two snapshots)
-    for s in &mut clients {
-        let mut hdr = [0u8; 2];
-        for _ in 0..instruments.len() {
-            s.read_exact(&mut hdr).unwrap();
-            let len = match hdr[1] & 0x7F {
-                126 => {
-                    let mut l = [0u8; 2];
-                    s.read_exact(&mut l).unwrap();
-                    u16::from_be_bytes(l) as usize
-                }
-                l => l as usize,
-            };
-            let mut body = vec![0u8; len];
-            s.read_exact(&mut body).unwrap();
-            assert_eq!(body.first(), Some(&1), "expected a Snapshot");
-        }
+    for c in &mut clients {
+        c.read_snapshots(instruments.len());
     }
     let t1 = stats.lock().unwrap().ticks;
     wait_until("two ticks after every subscriber is idle", || stats.lock().unwrap().ticks >= t1 + 2);
@@ -180,11 +209,11 @@ fn measure(kind: BackendKind) {
     notifier.notify();
     let (m, live) = mem_rx.recv().unwrap();
     th.join().unwrap();
-    // The clients' own Vec<TcpStream> (4 bytes each) is in the delta too: subtract it.
-    let client_side = (clients.capacity() * std::mem::size_of::<TcpStream>()) as isize;
-    let heap_per_conn = (live - before - client_side) / SUBSCRIBERS as isize;
+    assert!(clients.iter().all(|c| c.buf.capacity() == 8192), "a client's read buffer grew (its memory would be in the delta)");
+    let heap_per_conn = (live - before) / SUBSCRIBERS as isize;
+    let hb = if heartbeats { "heartbeats on" } else { "heartbeats off" };
     eprintln!(
-        "memory {kind}: {} connections, accounted hub {} B + backend {} B = {} B/conn (fixed per shard {} B); heap delta {} B/conn",
+        "memory {kind}, {hb}: {} connections, accounted hub {} B + backend {} B = {} B/conn (fixed per shard {} B); heap delta {} B/conn",
         m.conns,
         m.hub_bytes,
         m.backend_bytes,
@@ -193,8 +222,8 @@ fn measure(kind: BackendKind) {
         heap_per_conn
     );
     assert_eq!(m.conns, SUBSCRIBERS + 1);
-    assert!(m.per_conn_bytes() <= LIMIT, "{kind}: accounted {} B per idle connection > {LIMIT}", m.per_conn_bytes());
-    assert!(heap_per_conn <= LIMIT as isize, "{kind}: heap delta {heap_per_conn} B per idle connection > {LIMIT}");
+    assert!(m.per_conn_bytes() <= LIMIT, "{kind}, {hb}: accounted {} B per idle connection > {LIMIT}", m.per_conn_bytes());
+    assert!(heap_per_conn <= LIMIT as isize, "{kind}, {hb}: heap delta {heap_per_conn} B per idle connection > {LIMIT}");
     drop(clients);
     drop(warm);
 }
@@ -216,7 +245,10 @@ fn idle_subscribers_cost_at_most_256_bytes_each() {
     raise_nofile();
     for kind in BackendKind::ALL {
         match kind.available() {
-            Ok(()) => measure(kind),
+            Ok(()) => {
+                measure(kind, false);
+                measure(kind, true);
+            }
             Err(why) => eprintln!("idle_subscribers: SKIPPED on backend {kind}: {why}"),
         }
     }
