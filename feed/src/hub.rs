@@ -1109,7 +1109,7 @@ impl Hub {
             let Some(c) = conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return true };
             c.in_dirty = false;
             // Marked again after a mid-pass poll but written since: nothing to do.
-            !(c.state == State::Open && c.out.is_empty() && !c.hb && !c.conflated)
+            c.state != State::Open || !c.out.is_empty() || c.hb || c.conflated
         });
     }
 
@@ -1126,7 +1126,7 @@ impl Hub {
             let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return Flush::Close };
             // Queueing anything turns a flagged heartbeat into the queue's first entry (so one
             // vectored write carries both): the flag is only ever set on an empty queue.
-            debug_assert!(!(c.hb && !c.out.is_empty()));
+            debug_assert!(!c.hb || c.out.is_empty());
             if c.hb {
                 // The shared heartbeat, queued without an entry (`out` is empty).
                 let hb = self.frames.get(self.hb_id);
