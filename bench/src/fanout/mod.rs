@@ -95,7 +95,7 @@ pub fn run(a: &FanoutArgs) {
         None => {}
     }
     let plan = if a.common.quick {
-        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, fixed_warmup_secs: 2.0, rates: &[1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000] }
+        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, fixed_warmup_secs: 2.0, rates: &[1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000, 75_000] }
     } else {
         Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, fixed_warmup_secs: 5.0, rates: &[200, 300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000] }
     };
