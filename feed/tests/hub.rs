@@ -383,3 +383,23 @@ fn frames_are_encoded_once() {
     assert_eq!(h.frames_held(), 1);
     let _ = Applied::Update;
 }
+
+#[test]
+fn a_pending_close_does_not_hit_a_reused_id() {
+    let mut cfg = HubConfig::new(vec![1]);
+    cfg.linger_ticks = 2;
+    let mut h = Hub::new(cfg);
+    // A connection that never finishes its handshake is scheduled to close after lingering...
+    let a = h.open();
+    for t in 0..3 {
+        h.on_tick_at(false, t);
+    }
+    // ...but goes away first (the peer closed), and a new connection gets its id.
+    h.close(a);
+    let b = h.open();
+    assert_eq!(a, b, "ids are reused");
+    let mut ids = Vec::new();
+    h.take_to_close(&mut ids);
+    assert!(!ids.contains(&b), "the new connection is not closed for the old one");
+    assert!(h.is_open(b));
+}
