@@ -2,22 +2,11 @@
 
 mod common;
 
-use common::{random_command, trade, FakeClient, Frame, Rng};
-use tickwire_core::{Engine, EngineConfig, Event, EventKind, InstrumentConfig, Side};
+use common::{engine, random_command, trade, FakeClient, Frame, Rng};
+use tickwire_core::{Engine, Event, EventKind, Side};
 use tickwire_feed::hub::{Hub, HubConfig, SlowPolicy};
 use tickwire_protocol::md::sync::{Applied, InstrumentSync};
 use tickwire_protocol::md::{ClientMsg, ErrorCode, ServerMsg, CH_BOOK, CH_CANDLES, CH_TOP, CH_TRADES};
-
-fn engine() -> Engine {
-    let cfg = EngineConfig {
-        instruments: vec![InstrumentConfig::simple(1, "A"), InstrumentConfig::simple(2, "B")],
-        orders_max: 4096,
-        levels_max: 256,
-        accounts_max: 64,
-        ..EngineConfig::single_default()
-    };
-    Engine::new(&cfg).unwrap()
-}
 
 fn decode(frames: &[Frame]) -> Vec<ServerMsg<'static>> {
     frames

@@ -4,24 +4,13 @@
 
 mod common;
 
-use common::{client_frame, random_command, FakeClient, Frame, Rng, HANDSHAKE};
+use common::{client_frame, engine, random_command, FakeClient, Frame, HANDSHAKE, Rng};
 use proptest::prelude::*;
 use tickwire_core::engine::Level;
-use tickwire_core::{Engine, EngineConfig, Event, InstrumentConfig, Side};
+use tickwire_core::{Engine, Event, Side};
 use tickwire_feed::hub::{Hub, HubConfig, SlowPolicy};
 use tickwire_protocol::md::sync::{Applied, InstrumentSync};
 use tickwire_protocol::md::{ClientMsg, ErrorCode, ServerMsg};
-
-fn engine() -> Engine {
-    let cfg = EngineConfig {
-        instruments: vec![InstrumentConfig::simple(1, "A"), InstrumentConfig::simple(2, "B")],
-        orders_max: 4096,
-        levels_max: 256,
-        accounts_max: 64,
-        ..EngineConfig::single_default()
-    };
-    Engine::new(&cfg).unwrap()
-}
 
 fn hub() -> Hub {
     Hub::new(HubConfig::new(vec![1, 2]))

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{random_command, FakeClient, Rng};
+use common::{engine, random_command, FakeClient, Rng};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tickwire_core::engine::Level;
 use tickwire_core::ring::book_image::ImageBook;
 use tickwire_core::ring::{RingBuffer, SingleProducer, WaitStrategyKind};
-use tickwire_core::{Command, Engine, EngineConfig, Event, InstrumentConfig, Side};
+use tickwire_core::{Command, Engine, Event, Side};
 use tickwire_feed::source::{image_path_for, ImageFollower, ImagePublisher, ImagePublisherConfig};
 use tickwire_feed::{seed_from_engine, EventSource, FeedShard, Hub, HubConfig, ShardConfig, ShmSource};
 use tickwire_protocol::md::sync::InstrumentSync;
@@ -31,17 +31,6 @@ impl Drop for Files {
 fn ring_path(tag: &str) -> Files {
     let dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
     Files(dir.join(format!("tickwire-resync-{tag}-{}", std::process::id())))
-}
-
-fn engine() -> Engine {
-    let cfg = EngineConfig {
-        instruments: vec![InstrumentConfig::simple(1, "A"), InstrumentConfig::simple(2, "B")],
-        orders_max: 4096,
-        levels_max: 256,
-        accounts_max: 64,
-        ..EngineConfig::single_default()
-    };
-    Engine::new(&cfg).unwrap()
 }
 
 /// The engine side of the tests: an engine writing into a ring nobody gates (`try_push` must

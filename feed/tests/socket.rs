@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{random_command, Rng, HANDSHAKE};
+use common::{engine, random_command, HANDSHAKE, Rng};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use tickwire_core::engine::Level;
-use tickwire_core::{Command, CommandKind, Engine, EngineConfig, Event, InstrumentConfig, Side};
+use tickwire_core::{Command, CommandKind, Engine, Event, Side};
 use tickwire_feed::{BackendKind, Feed, FeedConfig, SlowPolicy};
 use tickwire_protocol::md::sync::InstrumentSync;
 use tickwire_protocol::md::{ClientMsg, ServerMsg};
@@ -22,17 +22,6 @@ fn on_each_backend(name: &str, body: fn(BackendKind)) {
             Err(why) => eprintln!("{name}: SKIPPED on backend {kind}: {why}"),
         }
     }
-}
-
-fn engine() -> Engine {
-    let cfg = EngineConfig {
-        instruments: vec![InstrumentConfig::simple(1, "A"), InstrumentConfig::simple(2, "B")],
-        orders_max: 4096,
-        levels_max: 256,
-        accounts_max: 64,
-        ..EngineConfig::single_default()
-    };
-    Engine::new(&cfg).unwrap()
 }
 
 type Ws = WebSocket<TcpStream>;

@@ -2,11 +2,23 @@
 #![allow(dead_code)]
 
 use std::io::IoSlice;
-use tickwire_core::{Command, Event, EventKind, OrderType, Side};
+use tickwire_core::{Command, Engine, EngineConfig, Event, EventKind, InstrumentConfig, OrderType, Side};
 use tickwire_feed::hub::{ConnId, Flush, Hub};
 
 pub const HANDSHAKE: &[u8] = b"GET /md HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// The engine the tests run: instruments 1 ("A") and 2 ("B"), small tables.
+pub fn engine() -> Engine {
+    let cfg = EngineConfig {
+        instruments: vec![InstrumentConfig::simple(1, "A"), InstrumentConfig::simple(2, "B")],
+        orders_max: 4096,
+        levels_max: 256,
+        accounts_max: 64,
+        ..EngineConfig::single_default()
+    };
+    Engine::new(&cfg).unwrap()
+}
 
 /// A masked client frame.
 pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
