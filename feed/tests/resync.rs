@@ -5,17 +5,15 @@
 
 mod common;
 
-use common::{engine, random_command, FakeClient, Rng};
+use common::{engine, random_command, FakeClient, Rng, RunningShard};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickwire_core::engine::Level;
 use tickwire_core::ring::book_image::ImageBook;
 use tickwire_core::ring::{RingBuffer, SingleProducer, WaitStrategyKind};
 use tickwire_core::{Command, Engine, Event, Side};
 use tickwire_feed::source::{image_path_for, ImageFollower, ImagePublisher, ImagePublisherConfig};
-use tickwire_feed::{seed_from_engine, EventSource, FeedShard, Hub, HubConfig, ShardConfig, ShmSource};
+use tickwire_feed::{seed_from_engine, EventSource, Hub, HubConfig, ShmSource};
 use tickwire_protocol::md::sync::InstrumentSync;
 use tickwire_protocol::md::{ClientMsg, ErrorCode, ServerMsg};
 
@@ -264,21 +262,8 @@ fn shard_process_path_with_publisher_thread() {
 
     let src = ShmSource::open(&path, Duration::from_micros(200)).unwrap();
     assert!(src.has_image());
-    let listener = tickwire_feed::sys::bind_reuseport("127.0.0.1:0".parse().unwrap(), 64).unwrap();
-    let mut scfg = ShardConfig::new(HubConfig::new(vec![1, 2]));
-    scfg.tick = Duration::from_millis(50);
-    let mut shard = FeedShard::new(listener, src, scfg).unwrap();
-    let addr = shard.local_addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let t = std::thread::spawn(move || shard.run(&stop2));
-
-    let s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/md"), s).unwrap();
-    for i in [1, 2] {
-        ws.send(Message::Binary(ClientMsg::Subscribe { instrument: i }.to_vec().into())).unwrap();
-    }
+    let shard = RunningShard::spawn(src);
+    let mut ws = shard.subscriber();
 
     let engine_thread = std::thread::spawn(move || {
         let mut r = Rng(4242);
@@ -338,8 +323,7 @@ fn shard_process_path_with_publisher_thread() {
         }
         syncs[i].apply(&m).unwrap_or_else(|e| panic!("{i}: {e:?}"));
     }
-    stop.store(true, Ordering::Release);
-    t.join().unwrap().unwrap();
+    shard.stop();
     let st = publisher.stop();
     assert!(!st.broken);
     assert_eq!(st.engine_seq, eng.next_event_seq() - 1);

@@ -3,16 +3,14 @@
 
 mod common;
 
-use common::{random_command, Rng};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use common::{engine, random_command, Rng, RunningShard};
 use std::time::{Duration, Instant};
 use tickwire_core::engine::Level;
 use tickwire_core::ring::{RingBuffer, WaitStrategyKind};
-use tickwire_core::{Command, CommandKind, Engine, EngineConfig, Event, InstrumentConfig, Side};
-use tickwire_feed::{FeedShard, HubConfig, ShardConfig, ShmSource};
+use tickwire_core::{Command, CommandKind, Event, Side};
+use tickwire_feed::ShmSource;
 use tickwire_protocol::md::sync::InstrumentSync;
-use tickwire_protocol::md::{ClientMsg, ServerMsg};
+use tickwire_protocol::md::ServerMsg;
 use tungstenite::Message;
 
 #[test]
@@ -24,30 +22,10 @@ fn shard_reads_the_shm_ring() {
     let (mut producer, _) = ring.into_single_producer(0, WaitStrategyKind::Yielding { spins: 100 });
 
     let src = ShmSource::open(&path, Duration::from_micros(200)).unwrap();
-    let listener = tickwire_feed::sys::bind_reuseport("127.0.0.1:0".parse().unwrap(), 64).unwrap();
-    let mut cfg = ShardConfig::new(HubConfig::new(vec![1, 2]));
-    cfg.tick = Duration::from_millis(50);
-    let mut shard = FeedShard::new(listener, src, cfg).unwrap();
-    let addr = shard.local_addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let t = std::thread::spawn(move || shard.run(&stop2));
+    let shard = RunningShard::spawn(src);
+    let mut ws = shard.subscriber();
 
-    let s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/md"), s).unwrap();
-    for i in [1, 2] {
-        ws.send(Message::Binary(ClientMsg::Subscribe { instrument: i }.to_vec().into())).unwrap();
-    }
-
-    let cfg = EngineConfig {
-        instruments: vec![InstrumentConfig::simple(1, "A"), InstrumentConfig::simple(2, "B")],
-        orders_max: 4096,
-        levels_max: 256,
-        accounts_max: 64,
-        ..EngineConfig::single_default()
-    };
-    let mut eng = Engine::new(&cfg).unwrap();
+    let mut eng = engine();
     let mut r = Rng(77);
     let mut evs: Vec<Event> = Vec::new();
     let mut seq = 0;
@@ -101,8 +79,7 @@ fn shard_reads_the_shm_ring() {
             assert_eq!(got, want);
         }
     }
-    stop.store(true, Ordering::Release);
-    t.join().unwrap().unwrap();
+    shard.stop();
     drop(producer);
     let _ = std::fs::remove_file(&path);
 }

@@ -175,3 +175,44 @@ pub fn trade(seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
         ..Event::default()
     }
 }
+
+/// A shard on 127.0.0.1 (any port) reading `src`, instruments 1 and 2, 50 ms ticks, on its own
+/// thread; stop it with [`RunningShard::stop`].
+pub struct RunningShard {
+    pub addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningShard {
+    pub fn spawn<S: tickwire_feed::source::EventSource + Send + 'static>(src: S) -> RunningShard {
+        use tickwire_feed::{FeedShard, HubConfig, ShardConfig};
+        let listener = tickwire_feed::sys::bind_reuseport("127.0.0.1:0".parse().unwrap(), 64).unwrap();
+        let mut cfg = ShardConfig::new(HubConfig::new(vec![1, 2]));
+        cfg.tick = std::time::Duration::from_millis(50);
+        let mut shard = FeedShard::new(listener, src, cfg).unwrap();
+        let addr = shard.local_addr();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || shard.run(&stop2));
+        RunningShard { addr, stop, thread }
+    }
+
+    /// A WebSocket client subscribed to instruments 1 and 2 (10 s read timeout).
+    pub fn subscriber(&self) -> tungstenite::WebSocket<std::net::TcpStream> {
+        let s = std::net::TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let (mut ws, _) = tungstenite::client(format!("ws://{}/md", self.addr), s).unwrap();
+        for i in [1, 2] {
+            let m = tickwire_protocol::md::ClientMsg::Subscribe { instrument: i }.to_vec();
+            ws.send(tungstenite::Message::Binary(m.into())).unwrap();
+        }
+        ws
+    }
+
+    /// Stops the shard and waits for it (panics if it failed).
+    pub fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().unwrap().unwrap();
+    }
+}
