@@ -79,8 +79,9 @@ const RELEASE_MIN: usize = 256 * 1024;
 /// ... or this many connections accepted during one tick (a storm's handshakes leave freed
 /// memory all over the shard: requests, answers, queues).
 const RELEASE_ACCEPTS: usize = 256;
-/// Ticks that ask, starting with the one that saw the burst (the next one also catches the
-/// burst's tail and what the hub frees a tick later).
+/// Ticks that ask, starting with the first quiet tick after the burst (the next one also
+/// catches what the hub frees a tick later). Not while a burst goes on: steady traffic would
+/// otherwise trim every tick.
 const RELEASE_TICKS: u8 = 2;
 
 /// How long a closed connection's last send may take before the socket is shut down anyway.
@@ -381,6 +382,12 @@ pub(crate) struct Uring {
     accepts: usize,
     /// Ticks that still call `malloc_trim` (see `RELEASE_TICKS`).
     release_ticks: u8,
+    /// A tick allocated much (a burst): the first quiet tick after it starts `release_ticks`.
+    burst_seen: bool,
+    /// Inside `reap` (so `push` does not reap again).
+    reaping: bool,
+    /// Entries `push` could not queue while reaping; `wait` pushes them first.
+    deferred: Vec<squeue::Entry>,
 }
 
 fn errno_of(e: &io::Error) -> i32 {
@@ -445,6 +452,9 @@ impl Uring {
             allocated: 0,
             accepts: 0,
             release_ticks: 0,
+            burst_seen: false,
+            reaping: false,
+            deferred: Vec::new(),
         })
     }
 
@@ -479,6 +489,13 @@ impl Uring {
             // `shared`, the buffer ring) stays alive and unmoved until its final completion is
             // reaped: a buffer is released only by its send's completion.
             if unsafe { r.ring.submission().push(&e) }.is_ok() {
+                return Ok(());
+            }
+            if self.reaping {
+                // Reaping again here would handle later completions before the rest of the
+                // current batch (two receives of one connection out of order): the entry waits
+                // for the next `wait`, which pushes it first.
+                self.deferred.push(e);
                 return Ok(());
             }
             match r.ring.submit() {
@@ -550,6 +567,9 @@ impl Uring {
             self.shared_free = Vec::new();
             self.shared_recent = [NO_TX; SHARE_RECENT];
         }
+        if self.deferred.is_empty() {
+            self.deferred = Vec::new();
+        }
         if self.orphans.is_empty() {
             self.orphans = HashMap::new();
         }
@@ -564,6 +584,10 @@ impl Uring {
             self.accepted = VecDeque::new();
         }
         if self.allocated >= RELEASE_MIN || self.accepts >= RELEASE_ACCEPTS {
+            // Still busy: trimming now would only fault the pages back in (and lock every
+            // allocator arena each tick of steady traffic).
+            self.burst_seen = true;
+        } else if std::mem::take(&mut self.burst_seen) {
             self.release_ticks = RELEASE_TICKS;
         }
         self.allocated = 0;
@@ -721,6 +745,8 @@ impl Uring {
 
     /// A send's completion (`res` bytes or -errno), for a connection or an orphan.
     fn on_send(&mut self, key: u64, res: i32) {
+        // Sends are never empty: 0 bytes sent means the connection is gone.
+        let res = if res == 0 { -libc::EPIPE } else { res };
         let (id, gen) = key_id_gen(key);
         if let Some(c) = self.conns.get_mut(id as usize).filter(|c| c.open() && c.gen == gen && c.flags & F_SENDING != 0) {
             let (fd, tx) = (c.fd, c.tx);
@@ -796,7 +822,22 @@ impl Uring {
     }
 
     /// Reaps every completion and turns it into state.
+    /// Pushes the entries deferred while reaping (in order).
+    fn push_deferred(&mut self) -> io::Result<()> {
+        for e in std::mem::take(&mut self.deferred) {
+            self.push(e)?;
+        }
+        Ok(())
+    }
+
     fn reap(&mut self) {
+        debug_assert!(!self.reaping);
+        self.reaping = true;
+        self.reap_batches();
+        self.reaping = false;
+    }
+
+    fn reap_batches(&mut self) {
         const BATCH: usize = 256;
         let mut batch = [(0u64, 0i32, 0u32); BATCH];
         loop {
@@ -922,6 +963,7 @@ impl Backend for Uring {
                 return Err(err);
             }
         }
+        self.push_deferred()?;
         self.flush_staged();
         let mut rearm = std::mem::take(&mut self.rearm);
         for &id in &rearm {
@@ -1148,14 +1190,18 @@ impl Backend for Uring {
             }
             r.bufs.publish();
         }
+        let key = conn_key(id, c.gen);
+        let sending = c.flags & F_SENDING != 0;
+        if sending {
+            // Finish the send in flight, then close. Orphaned before anything below can reap:
+            // a completion reaped while neither connection nor orphan knew the send was lost.
+            self.orphans.insert(key, Orphan { tx: c.tx, fd: c.fd, since: Instant::now(), forced: false });
+        }
         if c.flags & F_RECV_ARMED != 0 {
             let e = opcode::AsyncCancel::new(recv_ud(id, c.gen)).build().user_data(ud(K_IGNORE, 0));
             let _ = self.push(e);
         }
-        let key = conn_key(id, c.gen);
-        if c.flags & F_SENDING != 0 {
-            // Finish the send in flight, then close.
-            self.orphans.insert(key, Orphan { tx: c.tx, fd: c.fd, since: Instant::now(), forced: false });
+        if sending {
             return;
         }
         if c.tx != NO_TX && c.err == 0 {
@@ -1233,6 +1279,7 @@ impl Drop for Uring {
             // SAFETY: as above.
             unsafe { libc::shutdown(o.fd, libc::SHUT_RDWR) };
         }
+        let _ = self.push_deferred();
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(ud(K_IGNORE, 0));
         let _ = self.push(cancel);
         let deadline = Instant::now() + Duration::from_secs(2);
