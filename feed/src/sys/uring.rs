@@ -289,8 +289,9 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: mapped in `new` with this length; nothing refers to it any more (the ring was
-        // unregistered or torn down first, see `Drop for Uring`).
+        // SAFETY: mapped in `new` with this length; nothing refers to it any more: `Drop for
+        // Uring` unregisters the ring when no operation is in flight (and leaks this mapping
+        // otherwise), and a ring that never started never registered it.
         unsafe { libc::munmap(self.map.cast(), self.map_len) };
     }
 }
@@ -1290,7 +1291,13 @@ impl Drop for Uring {
             }
             self.reap();
         }
-        if self.inflight > 0 {
+        if self.inflight == 0 {
+            if let Some(r) = self.ring.as_ref() {
+                // Nothing uses the buffer ring any more: take it back from the kernel before its
+                // mapping is freed (when `self.ring` drops, after this).
+                let _ = r.ring.submitter().unregister_buf_ring(BGID);
+            }
+        } else {
             // The kernel may still use the buffers: leak them rather than free them under it.
             for (_, o) in self.orphans.drain() {
                 // SAFETY: owned fd, closed once.
