@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::FakeClient;
-use tickwire_core::{Event, EventKind, Side};
+use common::{trade_by, FakeClient};
+use tickwire_core::{Event, Side};
 use tickwire_feed::hub::candles::{Bar, Candles, Series};
 use tickwire_feed::hub::{Hub, HubConfig};
 use tickwire_protocol::md::{CandleInterval, ClientMsg, ServerMsg, CH_CANDLES};
@@ -81,18 +81,9 @@ fn history_is_bounded_and_ranged() {
     assert_eq!(s.range(T0 + 30 * S, u64::MAX).count(), 0);
 }
 
+/// The trades here have a sell aggressor.
 fn trade(seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
-    Event {
-        seq,
-        kind: EventKind::Trade as u8,
-        side: Side::Sell as u8,
-        instrument: 1,
-        order_id: seq,
-        aux64: ts_ns,
-        price,
-        qty,
-        ..Event::default()
-    }
+    trade_by(Side::Sell, seq, price, qty, ts_ns)
 }
 
 #[test]

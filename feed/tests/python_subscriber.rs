@@ -4,11 +4,11 @@
 
 mod common;
 
-use common::{random_command, Rng};
+use common::{engine, random_command, Rng};
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 use tickwire_core::engine::Level;
-use tickwire_core::{Command, CommandKind, Engine, EngineConfig, Event, InstrumentConfig, Side};
+use tickwire_core::{Command, CommandKind, Event, Side};
 use tickwire_feed::{Feed, FeedConfig};
 
 fn python_ready() -> bool {
@@ -49,14 +49,7 @@ fn python_subscriber_keeps_the_engine_book() {
     }
     std::thread::sleep(Duration::from_millis(200));
 
-    let cfg = EngineConfig {
-        instruments: vec![InstrumentConfig::simple(1, "A"), InstrumentConfig::simple(2, "B")],
-        orders_max: 4096,
-        levels_max: 256,
-        accounts_max: 64,
-        ..EngineConfig::single_default()
-    };
-    let mut eng = Engine::new(&cfg).unwrap();
+    let mut eng = engine();
     let mut r = Rng(2024);
     let mut seq = 0;
     let mut batch: Vec<Event> = Vec::new();

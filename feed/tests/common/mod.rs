@@ -163,10 +163,15 @@ pub fn random_command(r: &mut Rng) -> Command {
 
 /// A public trade of instrument 1 (buy aggressor) at engine sequence `seq`.
 pub fn trade(seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
+    trade_by(Side::Buy, seq, price, qty, ts_ns)
+}
+
+/// A public trade of instrument 1 with aggressor `side` at engine sequence `seq`.
+pub fn trade_by(side: Side, seq: u64, price: i64, qty: u64, ts_ns: u64) -> Event {
     Event {
         seq,
         kind: EventKind::Trade as u8,
-        side: Side::Buy as u8,
+        side: side as u8,
         instrument: 1,
         order_id: seq,
         aux64: ts_ns,
