@@ -951,6 +951,19 @@ impl Hub {
         self.frames.release(f);
     }
 
+    /// Queues the current views of instrument `i` that channels `mask` start from: a Snapshot
+    /// for the book channel, the top-N view for the top channel.
+    fn push_views(&mut self, id: ConnId, i: usize, mask: u16) {
+        if mask & CH_BOOK != 0 {
+            let s = self.snapshot(i);
+            self.push(id, s, false);
+        }
+        if mask & CH_TOP != 0 {
+            let t = self.top_now(i);
+            self.push(id, t, false);
+        }
+    }
+
     /// Queues frame `f` of the table (the caller keeps its own reference).
     fn push_id(&mut self, id: ConnId, f: FrameId, budgeted: bool) {
         let budget = self.cfg.budget_bytes;
@@ -1159,15 +1172,7 @@ impl Hub {
                     c.conflated = false;
                     let subs = c.subs.clone();
                     for &x in subs.as_slice() {
-                        let (i, mask) = (sub_index(x), sub_mask(x));
-                        if mask & CH_BOOK != 0 {
-                            let s = self.snapshot(i);
-                            self.push(id, s, false);
-                        }
-                        if mask & CH_TOP != 0 {
-                            let t = self.top_now(i);
-                            self.push(id, t, false);
-                        }
+                        self.push_views(id, sub_index(x), sub_mask(x));
                     }
                     continue;
                 }
@@ -1393,14 +1398,7 @@ impl Hub {
         if added == 0 {
             return self.send_error(id, ErrorCode::AlreadySubscribed, instrument, 0);
         }
-        if added & CH_BOOK != 0 {
-            let s = self.snapshot(i);
-            self.push(id, s, false);
-        }
-        if added & CH_TOP != 0 {
-            let t = self.top_now(i);
-            self.push(id, t, false);
-        }
+        self.push_views(id, i, added);
     }
 
     /// Adds channels (`mask`, 0 = book) to a subscription; `Some((instrument index, channels
