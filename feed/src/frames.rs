@@ -19,13 +19,11 @@ pub(crate) struct FrameTable {
     refs: Vec<u32>,
     /// Ids whose count is 0 (their slot holds an empty `Bytes`), reused first.
     free: Vec<FrameId>,
-    live: usize,
 }
 
 impl FrameTable {
     /// Stores `f` with one holder (the caller, who must [`FrameTable::release`] it).
     pub(crate) fn insert(&mut self, f: Bytes) -> FrameId {
-        self.live += 1;
         if let Some(id) = self.free.pop() {
             debug_assert_eq!(self.refs[id as usize], 0);
             self.frames[id as usize] = f;
@@ -52,7 +50,6 @@ impl FrameTable {
         if *r == 0 {
             self.frames[id as usize] = Bytes::new();
             self.free.push(id);
-            self.live -= 1;
         }
     }
 
@@ -63,7 +60,7 @@ impl FrameTable {
 
     /// Frames held.
     pub(crate) fn live(&self) -> usize {
-        self.live
+        self.frames.len() - self.free.len()
     }
 
     /// Bytes of the table itself (slots and free list; the frames' contents are shared).
@@ -76,7 +73,7 @@ impl FrameTable {
     /// Gives back the slots a burst left (called every tick): free slots at the end go, and the
     /// whole table when nothing is held.
     pub(crate) fn trim(&mut self) {
-        if self.live == 0 {
+        if self.live() == 0 {
             *self = FrameTable::default();
             return;
         }
