@@ -5,6 +5,7 @@
 //! `END`), `QUIT`. Prints `CONNECTED n` once every subscriber is upgraded.
 
 use super::server::{client_frame, now_ns, raise_nofile, HANDSHAKE};
+use super::stats::Counts;
 use tickwire_protocol::md::ClientMsg;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -34,16 +35,6 @@ struct Conn {
     next: Vec<u64>,
 }
 
-#[derive(Default)]
-struct Stats {
-    updates: u64,
-    msgs: u64,
-    gaps: u64,
-    missing: u64,
-    snapshots: u64,
-    errors: u64,
-}
-
 fn connect(net: &str, i: usize, addr: SocketAddr) -> std::io::Result<TcpStream> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
@@ -66,7 +57,7 @@ fn connect(net: &str, i: usize, addr: SocketAddr) -> std::io::Result<TcpStream> 
 }
 
 /// Parses complete frames off `data` (server frames: unmasked); returns bytes consumed.
-fn frames(data: &[u8], c: &mut Conn, st: &mut Stats, hist: &mut Histogram<u64>, now: u64) -> usize {
+fn frames(data: &[u8], c: &mut Conn, st: &mut Counts, hist: &mut Histogram<u64>, now: u64) -> usize {
     let mut pos = 0;
     loop {
         let b = &data[pos..];
@@ -94,7 +85,7 @@ fn frames(data: &[u8], c: &mut Conn, st: &mut Stats, hist: &mut Histogram<u64>, 
     }
 }
 
-fn on_msg(p: &[u8], c: &mut Conn, st: &mut Stats, hist: &mut Histogram<u64>, now: u64) {
+fn on_msg(p: &[u8], c: &mut Conn, st: &mut Counts, hist: &mut Histogram<u64>, now: u64) {
     let Ok(m) = ServerMsg::decode(p) else {
         st.errors += 1;
         return;
@@ -153,7 +144,7 @@ pub fn run(addr: SocketAddr, net: &str, count: usize, instruments: u32) {
     let mut opened = 0usize;
     let mut pending = 0usize;
     let mut announced = false;
-    let mut st = Stats::default();
+    let mut st = Counts::default();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram");
     let mut scratch = vec![0u8; 256 * 1024];
     let t_start = Instant::now();
@@ -180,12 +171,12 @@ pub fn run(addr: SocketAddr, net: &str, count: usize, instruments: u32) {
         loop {
             match ctl.try_recv() {
                 Ok(l) if l == "RESET" => {
-                    st = Stats::default();
+                    st = Counts::default();
                     hist.reset();
                 }
                 Ok(l) if l == "REPORT" => {
                     let dead = conns.iter().filter(|c| c.st == St::Dead).count();
-                    println!("STATS {} {} {} {} {} {} {} {}", st.updates, st.msgs, st.gaps, st.missing, st.snapshots, st.errors, dead, opened);
+                    println!("{}", Counts { dead: dead as u64, opened: opened as u64, ..st }.to_line());
                     let mut h = String::from("HIST");
                     for v in hist.iter_recorded() {
                         h.push_str(&format!(" {}:{}", v.value_iterated_to(), v.count_at_value()));
@@ -262,7 +253,7 @@ pub fn run(addr: SocketAddr, net: &str, count: usize, instruments: u32) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn consume(data: &[u8], c: &mut Conn, st: &mut Stats, hist: &mut Histogram<u64>, now: u64, opened: &mut usize, pending: &mut usize, subs: &[u8]) -> usize {
+fn consume(data: &[u8], c: &mut Conn, st: &mut Counts, hist: &mut Histogram<u64>, now: u64, opened: &mut usize, pending: &mut usize, subs: &[u8]) -> usize {
     let mut used = 0;
     if c.st == St::Handshake {
         let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else { return 0 };

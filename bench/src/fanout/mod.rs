@@ -19,10 +19,12 @@
 
 mod client;
 mod server;
+mod stats;
 
 use crate::report::Report;
 use crate::Common;
 use hdrhistogram::Histogram;
+use stats::Counts;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -255,13 +257,8 @@ fn cpu(pid: u32) -> f64 {
 /// What the clients saw in one measured window.
 #[derive(Default)]
 struct Window {
-    updates: u64,
-    msgs: u64,
-    gaps: u64,
-    missing: u64,
-    snapshots: u64,
-    errors: u64,
-    dead: u64,
+    /// All clients' counters, summed.
+    n: Counts,
     secs: f64,
     cpu_server: f64,
     cpu_clients: f64,
@@ -289,18 +286,8 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
     }
     let mut w = Window { hist: Some(Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?), ..Window::default() };
     for c in clients.iter() {
-        let st = c.expect("STATS", Duration::from_secs(30))?;
-        let v: Vec<u64> = st.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-        if v.len() < 7 {
-            return Err(format!("bad stats line {st:?}"));
-        }
-        w.updates += v[0];
-        w.msgs += v[1];
-        w.gaps += v[2];
-        w.missing += v[3];
-        w.snapshots += v[4];
-        w.errors += v[5];
-        w.dead += v[6];
+        let st = c.expect(stats::PREFIX, Duration::from_secs(30))?;
+        w.n.add(&Counts::parse_line(&st)?);
         let h = c.expect("HIST", Duration::from_secs(30))?;
         if let Some(hist) = w.hist.as_mut() {
             for pair in h.split_whitespace().skip(1) {
@@ -329,7 +316,7 @@ const STRICT_P99_US: f64 = 250_000.0;
 /// connection, ≥ 95 % of the offered updates), with p99 under `p99_us`.
 fn kept_up(w: &Window, k: usize, rate: u64, p99_us: f64) -> bool {
     let expected = k as f64 * rate as f64 * w.secs;
-    w.gaps == 0 && w.snapshots == 0 && w.dead == 0 && w.updates as f64 >= 0.95 * expected && w.pct(0.99) < p99_us
+    w.n.gaps == 0 && w.n.snapshots == 0 && w.n.dead == 0 && w.n.updates as f64 >= 0.95 * expected && w.pct(0.99) < p99_us
 }
 
 /// The best kept-up step under one latency bound.
@@ -343,7 +330,7 @@ struct Best {
 impl Best {
     fn offer(&mut self, w: &Window, k: usize, rate: u64, bound_us: f64) -> bool {
         let ok = kept_up(w, k, rate, bound_us);
-        let d = w.updates as f64 / w.secs;
+        let d = w.n.updates as f64 / w.secs;
         if ok && d > self.delivered {
             *self = Best { delivered: d, rate, p99_us: w.pct(0.99) };
         }
@@ -410,11 +397,11 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
         let ok = best.offer(&w, k, rate, KEPT_UP_P99_US);
         strict.offer(&w, k, rate, STRICT_P99_US);
         let t = tags(&[("phase", "sweep".into()), ("rate", rate.to_string()), ("kept_up", ok.to_string())]);
-        rep.add(BENCH, "sweep_delivered_per_sec", w.updates as f64 / w.secs, "upd/s", &t);
+        rep.add(BENCH, "sweep_delivered_per_sec", w.n.updates as f64 / w.secs, "upd/s", &t);
         rep.add(BENCH, "sweep_latency_p99", w.pct(0.99), "us", &t);
         rep.add(BENCH, "sweep_cpu_server", w.cpu_server, "%", &t);
-        if w.gaps > 0 || w.snapshots > 0 || w.dead > 0 {
-            rep.add(BENCH, "sweep_gaps", (w.gaps + w.snapshots + w.dead) as f64, "count", &t);
+        if w.n.gaps > 0 || w.n.snapshots > 0 || w.n.dead > 0 {
+            rep.add(BENCH, "sweep_gaps", (w.n.gaps + w.n.snapshots + w.n.dead) as f64, "count", &t);
         }
         if !ok {
             saturated = true;
@@ -433,12 +420,12 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
 }
 
 fn report_window(rep: &mut Report, w: &Window, t: &[(&'static str, String)]) {
-    rep.add(BENCH, "delivered_per_sec", w.updates as f64 / w.secs, "upd/s", t);
-    rep.add(BENCH, "messages_per_sec", w.msgs as f64 / w.secs, "msg/s", t);
+    rep.add(BENCH, "delivered_per_sec", w.n.updates as f64 / w.secs, "upd/s", t);
+    rep.add(BENCH, "messages_per_sec", w.n.msgs as f64 / w.secs, "msg/s", t);
     rep.add(BENCH, "latency_p50", w.pct(0.5), "us", t);
     rep.add(BENCH, "latency_p99", w.pct(0.99), "us", t);
     rep.add(BENCH, "latency_p99_9", w.pct(0.999), "us", t);
     rep.add(BENCH, "cpu_server", w.cpu_server, "%", t);
     rep.add(BENCH, "cpu_clients", w.cpu_clients, "%", t);
-    rep.add(BENCH, "gaps", (w.gaps + w.snapshots + w.dead + w.errors) as f64, "count", t);
+    rep.add(BENCH, "gaps", (w.n.gaps + w.n.snapshots + w.n.dead + w.n.errors) as f64, "count", t);
 }
