@@ -7,6 +7,7 @@ mod fanout;
 mod gateway_bench;
 mod match_bench;
 mod report;
+mod serve;
 mod workload;
 
 use clap::{Parser, Subcommand};
