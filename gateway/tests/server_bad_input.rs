@@ -8,26 +8,11 @@ mod server_util;
 use server_util::*;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use tickwire_protocol::{
-    ClientMsg, DisconnectReason, ExecReport, ExecType, NewOrder, ServerMsg, SessionRejectReason,
-};
-
-fn order(id: u64, account: u32, price: i64) -> ClientMsg {
-    ClientMsg::NewOrder(NewOrder {
-        side: 1,
-        order_type: 1,
-        stp: 0,
-        client_order_id: id,
-        account,
-        instrument: 1,
-        price: Some(price),
-        qty: 1,
-    })
-}
+use tickwire_protocol::{DisconnectReason, ExecReport, ExecType, ServerMsg, SessionRejectReason};
 
 /// The witness sends a resting order and must get it accepted.
 fn witness_ok(w: &mut Client, id: u64) {
-    w.send(order(id, 1, 10)).unwrap();
+    w.send(limit_buy(id, 1, 10)).unwrap();
     let got = w.until_report(|r: &ExecReport| r.client_order_id == id, Duration::from_secs(20));
     let last = got.last().unwrap();
     assert_eq!(last.exec_type, ExecType::Accepted, "witness order {id}: {got:?}");
@@ -71,14 +56,14 @@ fn hostile_clients_do_not_disturb_other_sessions() {
 
     // An order before logon.
     let mut c = Client::connect(addr).unwrap();
-    c.send(order(5, 2, 10)).unwrap();
+    c.send(limit_buy(5, 2, 10)).unwrap();
     expect_session_reject(&mut c, SessionRejectReason::NotLoggedOn);
 
     // Logged on, half a NewOrder, then close: dropped; the key is free again afterwards.
     let mut c = Client::connect(addr).unwrap();
     c.logon(2, 0);
     let mut b = Vec::new();
-    order(6, 2, 10).encode_to_vec(&mut b);
+    limit_buy(6, 2, 10).encode_to_vec(&mut b);
     c.send_raw(&b[..17]).unwrap();
     drop(c);
     let t0 = Instant::now();
@@ -94,7 +79,7 @@ fn hostile_clients_do_not_disturb_other_sessions() {
         }
     };
     // Nothing of order 6 reached the engine: a whole order 6 is new.
-    c.send(order(6, 2, 10)).unwrap();
+    c.send(limit_buy(6, 2, 10)).unwrap();
     let got = c.until_report(|r: &ExecReport| r.client_order_id == 6, Duration::from_secs(20));
     assert_eq!(got.last().unwrap().exec_type, ExecType::Accepted, "{got:?}");
     drop(c);
@@ -115,7 +100,7 @@ fn hostile_clients_do_not_disturb_other_sessions() {
     }
     let mut flood = Vec::new();
     for i in 0..3000u64 {
-        order(1000 + i, 3, 10).encode_to_vec(&mut flood);
+        limit_buy(1000 + i, 3, 10).encode_to_vec(&mut flood);
     }
     let mut writer = c.s.try_clone().unwrap();
     let wt = std::thread::spawn(move || {
@@ -167,7 +152,7 @@ fn hostile_clients_do_not_disturb_other_sessions() {
     std::thread::sleep(Duration::from_millis(1100));
     let mut c = Client::connect(addr).unwrap();
     c.logon(4, 0);
-    c.send(order(7, 4, 10)).unwrap();
+    c.send(limit_buy(7, 4, 10)).unwrap();
     let got = c.until_report(|r: &ExecReport| r.client_order_id == 7, Duration::from_secs(20));
     assert_eq!(got.last().unwrap().exec_type, ExecType::Accepted);
     witness_ok(&mut w, 7);

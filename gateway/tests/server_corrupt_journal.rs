@@ -7,7 +7,7 @@ mod server_util;
 use server_util::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tickwire_protocol::{ClientMsg, ExecType, NewOrder};
+use tickwire_protocol::ExecType;
 
 #[test]
 fn mid_journal_corruption_refuses_start_unless_truncation_is_asked_for() {
@@ -17,17 +17,7 @@ fn mid_journal_corruption_refuses_start_unless_truncation_is_asked_for() {
     let mut c = Client::connect(server.addr).unwrap();
     c.logon(1, 0);
     for id in 1..=5u64 {
-        let o = NewOrder {
-            side: 1,
-            order_type: 1,
-            stp: 0,
-            client_order_id: id,
-            account: 1,
-            instrument: 1,
-            price: Some(100 + id as i64),
-            qty: 1,
-        };
-        c.send(ClientMsg::NewOrder(o)).unwrap();
+        c.send(limit_buy(id, 1, 100 + id as i64)).unwrap();
         let r = c.until_report(|r| r.client_order_id == id, Duration::from_secs(20));
         assert!(r.iter().any(|r| r.exec_type == ExecType::Accepted), "order {id} not accepted: {r:?}");
     }

@@ -7,7 +7,7 @@ mod server_util;
 
 use server_util::*;
 use std::time::Duration;
-use tickwire_protocol::{ClientMsg, DisconnectReason, ExecReport, ExecType, Logout, NewOrder, ServerMsg};
+use tickwire_protocol::{ClientMsg, DisconnectReason, ExecReport, ExecType, Logout, ServerMsg};
 
 const ORDERS: u64 = 1500;
 
@@ -29,17 +29,7 @@ fn a_reader_gets_a_long_replay_and_a_non_reader_is_cut() {
         let batch = (ORDERS - id).min(200);
         for _ in 0..batch {
             id += 1;
-            let o = NewOrder {
-                side: 1,
-                order_type: 1,
-                stp: 0,
-                client_order_id: id,
-                account: 1,
-                instrument: 1,
-                price: Some(10),
-                qty: 1,
-            };
-            c.send(ClientMsg::NewOrder(o)).unwrap();
+            c.send(limit_buy(id, 1, 10)).unwrap();
         }
         let last = id;
         let got = c.until_report(|r: &ExecReport| r.client_order_id == last, Duration::from_secs(30));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tickwire_protocol::{ClientMsg, Decoded, ExecReport, Logon, LogonAccepted, ServerMsg, MAX_FRAME};
+use tickwire_protocol::{ClientMsg, Decoded, ExecReport, Logon, LogonAccepted, NewOrder, ServerMsg, MAX_FRAME};
 
 /// A temp directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -56,6 +56,20 @@ pub fn engine_config() -> tickwire_core::EngineConfig {
 
 pub fn secret(key: u64) -> Vec<u8> {
     format!("secret-{key}").into_bytes()
+}
+
+/// A limit buy of 1 lot on instrument 1 (BTC-USD).
+pub fn limit_buy(client_order_id: u64, account: u32, price: i64) -> ClientMsg {
+    ClientMsg::NewOrder(NewOrder {
+        side: 1,
+        order_type: 1,
+        stp: 0,
+        client_order_id,
+        account,
+        instrument: 1,
+        price: Some(price),
+        qty: 1,
+    })
 }
 
 /// A running `tickwire serve` child process.
