@@ -277,12 +277,19 @@ impl BufRing {
         unsafe { &*tail }.store(self.tail, std::sync::atomic::Ordering::Release);
     }
 
-    /// The bytes of buffer `bid` (one the caller holds: a completion handed it over and it has
-    /// not been pushed back, so the kernel does not write to it).
-    fn buf(&self, bid: u16) -> &[u8] {
+    /// The bytes of buffer `bid` (all `size` of them; the caller knows how many were received).
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold `bid`: a receive completion handed it over (it was taken out of the
+    /// ring by the kernel) and it has not been [`BufRing::push`]ed back since. The kernel writes
+    /// only to buffers in the ring, so a held buffer does not change while the slice lives (and
+    /// the slice borrows `self`, so the buffer cannot be pushed back meanwhile). A buffer still
+    /// in the ring may be written by the kernel at any time: reading it would be a data race.
+    unsafe fn buf(&self, bid: u16) -> &[u8] {
         assert!(bid < self.count);
-        // SAFETY: inside the mapping (checked above), which lives as long as `self`; the kernel
-        // writes only to buffers in the ring, and a held buffer is not.
+        // SAFETY: inside the mapping (checked above), which lives as long as `self`; the caller
+        // holds the buffer (this function's contract), so the kernel does not write to it.
         unsafe { std::slice::from_raw_parts(self.map.add(self.ring_bytes + bid as usize * self.size), self.size) }
     }
 }
@@ -1083,7 +1090,11 @@ impl Backend for Uring {
         while n < buf.len() && c.rx_head != NO_BUF {
             let bid = c.rx_head;
             let m = r.bufs.meta[bid as usize];
-            let src = &r.bufs.buf(bid)[m.off as usize..m.len as usize];
+            // SAFETY: `bid` is in the connection's receive chain (`rx_head`): `on_cqe` chained it
+            // there from a receive completion, and a buffer leaves the chain only when it is
+            // pushed back to the ring (below, after its last byte is copied, and in `close`),
+            // so the connection still holds it.
+            let src = &unsafe { r.bufs.buf(bid) }[m.off as usize..m.len as usize];
             let k = src.len().min(buf.len() - n);
             buf[n..n + k].copy_from_slice(&src[..k]);
             n += k;
