@@ -6,6 +6,9 @@
 //! - `GET /candles?instrument=ID&interval=1s|1m[&from=NS][&to=NS]`: the candles kept in memory with
 //!   `from <= start_ns < to` (defaults: everything), oldest first; the bucket still open comes last
 //!   with `"closed": false`.
+//! - `GET /stats`: the counters of the shard that answered, one JSON object of integers
+//!   (`HubStats`; with several shards, SO_REUSEPORT picks the shard, and each request names it by
+//!   its own counters only: a process's total is `Feed::stats()`).
 //!
 //! Errors are JSON `{"error": CODE, "detail": TEXT}` with 400 (bad parameter), 404 (unknown path or
 //! instrument), 405 (method other than GET), 431 (request over the size limit). The texts are
@@ -44,6 +47,8 @@ pub enum Route {
         /// Start_ns bound (exclusive).
         to: u64,
     },
+    /// `GET /stats`.
+    Stats,
 }
 
 /// A whole response: status line, headers, JSON body.
@@ -88,8 +93,8 @@ pub fn route(method: &str, target: &str) -> Result<Route, Vec<u8>> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let snapshot = match path {
         "/snapshot" => true,
-        "/candles" => false,
-        _ => return Err(error("404 Not Found", "not_found", "paths: /snapshot, /candles")),
+        "/candles" | "/stats" => false,
+        _ => return Err(error("404 Not Found", "not_found", "paths: /snapshot, /candles, /stats")),
     };
     if method != "GET" {
         return Err(response(
@@ -97,6 +102,10 @@ pub fn route(method: &str, target: &str) -> Result<Route, Vec<u8>> {
             "Allow: GET\r\n",
             "{\"error\":\"method_not_allowed\",\"detail\":\"only GET\"}",
         ));
+    }
+    if path == "/stats" {
+        // Parameters are ignored, like unknown ones elsewhere.
+        return Ok(Route::Stats);
     }
     let (mut instrument, mut depth, mut interval, mut from, mut to) = (None, None, None, None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -178,6 +187,20 @@ pub fn snapshot_json(
     s
 }
 
+/// The `/stats` body: `{"name":value,...}` in the given order.
+pub fn stats_json(fields: &[(&'static str, u64)]) -> String {
+    let mut s = String::with_capacity(32 * fields.len());
+    s.push('{');
+    for (k, (name, v)) in fields.iter().enumerate() {
+        if k > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "\"{name}\":{v}");
+    }
+    s.push('}');
+    s
+}
+
 /// The `/candles` body.
 pub fn candles_json(
     instrument: InstrumentId,
@@ -221,6 +244,10 @@ mod tests {
         let status = |r: Result<Route, Vec<u8>>| String::from_utf8(r.unwrap_err()).unwrap()[9..12].to_string();
         assert_eq!(status(route("POST", "/snapshot?instrument=3")), "405");
         assert_eq!(status(route("GET", "/nope")), "404");
+        assert_eq!(route("GET", "/stats"), Ok(Route::Stats));
+        assert_eq!(route("GET", "/stats?x=1"), Ok(Route::Stats));
+        assert_eq!(status(route("POST", "/stats")), "405");
+        assert_eq!(stats_json(&[("a", 1), ("b", 22)]), "{\"a\":1,\"b\":22}");
         assert_eq!(status(route("GET", "/snapshot")), "400");
         assert_eq!(status(route("GET", "/snapshot?instrument=-1")), "400");
         assert_eq!(status(route("GET", "/snapshot?instrument=4294967296")), "400");

@@ -140,6 +140,15 @@ pub struct HubStats {
     pub top_updates: u64,
     /// Ticks run ([`Hub::on_tick_at`]).
     pub ticks: u64,
+    /// Write passes over the connections with something queued (counted by the shard's loop).
+    pub write_passes: u64,
+    /// Time spent in those passes, in ns: its growth over wall time is how busy the shard is
+    /// writing.
+    pub write_pass_ns_sum: u64,
+    /// Longest write pass of the last tick, in ns (a gauge, the rest are counters). An update
+    /// waits up to about one pass before its subscriber's write (see `FeedShard`), so this is
+    /// the shard's share of the fan-out latency.
+    pub write_pass_ns_max: u64,
 }
 
 impl HubStats {
@@ -150,7 +159,7 @@ impl HubStats {
             accepted, closed, open, handshake_failures, protocol_errors, conflations,
             slow_disconnects, frames_encoded, frames_queued, bytes_written, engine_events,
             engine_gaps, engine_resyncs, resumes_replayed, resumes_snapshot, http_requests,
-            candles_closed, top_updates, ticks,
+            candles_closed, top_updates, ticks, write_passes, write_pass_ns_sum, write_pass_ns_max,
         } = *o;
         self.accepted += accepted;
         self.closed += closed;
@@ -171,6 +180,44 @@ impl HubStats {
         self.candles_closed += candles_closed;
         self.top_updates += top_updates;
         self.ticks += ticks;
+        self.write_passes += write_passes;
+        self.write_pass_ns_sum += write_pass_ns_sum;
+        self.write_pass_ns_max = self.write_pass_ns_max.max(write_pass_ns_max);
+    }
+
+    /// Every counter by name, in declaration order (the `/stats` body; destructures every field
+    /// like [`HubStats::merge`]).
+    pub fn fields(&self) -> [(&'static str, u64); 22] {
+        let HubStats {
+            accepted, closed, open, handshake_failures, protocol_errors, conflations,
+            slow_disconnects, frames_encoded, frames_queued, bytes_written, engine_events,
+            engine_gaps, engine_resyncs, resumes_replayed, resumes_snapshot, http_requests,
+            candles_closed, top_updates, ticks, write_passes, write_pass_ns_sum, write_pass_ns_max,
+        } = *self;
+        [
+            ("accepted", accepted),
+            ("closed", closed),
+            ("open", open),
+            ("handshake_failures", handshake_failures),
+            ("protocol_errors", protocol_errors),
+            ("conflations", conflations),
+            ("slow_disconnects", slow_disconnects),
+            ("frames_encoded", frames_encoded),
+            ("frames_queued", frames_queued),
+            ("bytes_written", bytes_written),
+            ("engine_events", engine_events),
+            ("engine_gaps", engine_gaps),
+            ("engine_resyncs", engine_resyncs),
+            ("resumes_replayed", resumes_replayed),
+            ("resumes_snapshot", resumes_snapshot),
+            ("http_requests", http_requests),
+            ("candles_closed", candles_closed),
+            ("top_updates", top_updates),
+            ("ticks", ticks),
+            ("write_passes", write_passes),
+            ("write_pass_ns_sum", write_pass_ns_sum),
+            ("write_pass_ns_max", write_pass_ns_max),
+        ]
     }
 }
 
@@ -1447,6 +1494,7 @@ impl Hub {
                 let body = http::candles_json(instrument, interval, from, to, series.range(from, to));
                 http::response("200 OK", "", &body)
             }
+            http::Route::Stats => http::response("200 OK", "", &http::stats_json(&self.stats.fields())),
         }
     }
 

@@ -91,6 +91,8 @@ pub struct FeedShard<S: EventSource> {
     evbuf: Vec<Event>,
     ready: Vec<Ready>,
     ids: Vec<ConnId>,
+    /// Longest write pass since the last tick, in ns (published as `write_pass_ns_max`).
+    pass_ns_max: u64,
     stats_out: Arc<Mutex<HubStats>>,
 }
 
@@ -112,6 +114,7 @@ impl<S: EventSource> FeedShard<S> {
             evbuf: Vec::new(),
             ready: Vec::new(),
             ids: Vec::new(),
+            pass_ns_max: 0,
             stats_out: Arc::new(Mutex::new(HubStats::default())),
         })
     }
@@ -178,6 +181,7 @@ impl<S: EventSource> FeedShard<S> {
                 self.trim();
                 self.hub.on_tick_at(self.cfg.heartbeats, wall_ns());
                 self.flush_and_close();
+                self.hub.stats.write_pass_ns_max = std::mem::take(&mut self.pass_ns_max);
                 if let Ok(mut s) = self.stats_out.lock() {
                     *s = self.hub.stats;
                 }
@@ -296,6 +300,7 @@ impl<S: EventSource> FeedShard<S> {
                 break;
             }
             let every = (ids.len() / SOURCE_POLLS_PER_PASS).max(CONNS_PER_SOURCE_POLL_MIN);
+            let start = Instant::now();
             for (k, &id) in ids.iter().enumerate() {
                 if k % every == every - 1 {
                     self.backend.submit();
@@ -304,6 +309,11 @@ impl<S: EventSource> FeedShard<S> {
                 self.flush_one(id);
             }
             passes += 1;
+            let pass_ns = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+            self.pass_ns_max = self.pass_ns_max.max(pass_ns);
+            let st = &mut self.hub.stats;
+            st.write_passes += 1;
+            st.write_pass_ns_sum = st.write_pass_ns_sum.saturating_add(pass_ns);
         }
         self.hub.take_to_close(&mut ids);
         for &id in &ids {

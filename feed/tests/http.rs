@@ -1,4 +1,5 @@
-//! HTTP on the feed's port: `GET /snapshot`, `GET /candles`, errors, limits, hostile bytes.
+//! HTTP on the feed's port: `GET /snapshot`, `GET /candles`, `GET /stats`, errors, limits, hostile
+//! bytes.
 
 mod common;
 
@@ -131,6 +132,51 @@ fn snapshot_endpoint() {
     f.shutdown().unwrap();
 }
 
+/// The value of `"name":N` in a flat JSON object of integers.
+fn field(body: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    let at = body.find(&key).unwrap_or_else(|| panic!("no {name} in {body}")) + key.len();
+    body[at..].split([',', '}']).next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} in {body}"))
+}
+
+#[test]
+fn stats_endpoint() {
+    let f = feed();
+    let addr = f.local_addr();
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/md"), s).unwrap();
+    ws.send(Message::Binary(ClientMsg::Subscribe { instrument: 1 }.to_vec().into())).unwrap();
+    f.publish(&[trade(1, 100, 2, T0 + 1)]);
+    loop {
+        if let Message::Binary(b) = ws.read().unwrap() {
+            if let Ok(ServerMsg::Trade(t)) = ServerMsg::decode(&b) {
+                assert_eq!(t.seq, 1);
+                break;
+            }
+        }
+    }
+    // The trade reached the subscriber, so its write pass is counted by now.
+    let (st, body) = get(addr, "/stats");
+    assert_eq!(st, 200, "{body}");
+    assert!(body.starts_with("{\"accepted\":") && body.ends_with('}'), "{body}");
+    assert_eq!(field(&body, "open"), 2, "the subscriber and this request: {body}");
+    assert_eq!(field(&body, "accepted"), 2, "{body}");
+    assert_eq!(field(&body, "engine_events"), 1, "{body}");
+    assert_eq!(field(&body, "slow_disconnects"), 0, "{body}");
+    assert_eq!(field(&body, "conflations"), 0, "{body}");
+    assert!(field(&body, "write_passes") >= 1, "{body}");
+    assert!(field(&body, "frames_queued") >= 2, "snapshot and trade: {body}");
+    assert!(field(&body, "write_pass_ns_sum") > 0, "{body}");
+    // Counted per request: a second one sees the first.
+    let (_, again) = get(addr, "/stats?ignored=1");
+    assert!(field(&again, "http_requests") > field(&body, "http_requests"), "{body} then {again}");
+    let (st, _) = get(addr, "/stats/x");
+    assert_eq!(st, 404);
+    drop(ws);
+    f.shutdown().unwrap();
+}
+
 #[test]
 fn candles_endpoint() {
     let f = feed();
@@ -194,7 +240,7 @@ fn errors_limits_and_garbage() {
         assert_eq!(st, 404, "{target}");
         err(st, &body, "unknown_instrument");
     }
-    for target in ["/", "/stats", "/snapshot/1", "/md"] {
+    for target in ["/", "/statistics", "/snapshot/1", "/md"] {
         let (st, body) = get(addr, target);
         assert_eq!(st, 404, "{target}");
         err(st, &body, "not_found");

@@ -392,3 +392,22 @@ fn a_pending_close_does_not_hit_a_reused_id() {
     assert!(!ids.contains(&b), "the new connection is not closed for the old one");
     assert!(h.is_open(b));
 }
+
+#[test]
+fn stats_merge_sums_counters_and_keeps_the_longest_pass() {
+    use tickwire_feed::hub::HubStats;
+    let a = HubStats { accepted: 2, open: 1, write_passes: 3, write_pass_ns_sum: 30, write_pass_ns_max: 20, ..HubStats::default() };
+    let b = HubStats { accepted: 5, open: 4, write_passes: 1, write_pass_ns_sum: 7, write_pass_ns_max: 7, ..HubStats::default() };
+    let mut t = HubStats::default();
+    t.merge(&a);
+    t.merge(&b);
+    assert_eq!((t.accepted, t.open, t.write_passes, t.write_pass_ns_sum, t.write_pass_ns_max), (7, 5, 4, 37, 20));
+    // `fields` names every counter once, in declaration order.
+    let f = t.fields();
+    assert_eq!(f[0], ("accepted", 7));
+    assert_eq!(f[f.len() - 1], ("write_pass_ns_max", 20));
+    let mut names: Vec<&str> = f.iter().map(|x| x.0).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), f.len());
+}
