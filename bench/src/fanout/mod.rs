@@ -263,6 +263,35 @@ struct Window {
     cpu_server: f64,
     cpu_clients: f64,
     hist: Option<Histogram<u64>>,
+    /// Tickwire only: the shard's write passes in the window (from `GET /stats`).
+    passes: Option<Passes>,
+}
+
+/// A Tickwire shard's write passes over a window: an update waits up to about one pass for its
+/// subscriber's write, so the pass time is the server's share of the fan-out latency.
+#[derive(Clone, Copy, Default)]
+struct Passes {
+    avg_ms: f64,
+    /// Longest pass of any tick in the window.
+    max_ms: f64,
+    /// Share of the window spent in write passes.
+    busy_pct: f64,
+}
+
+/// `GET /stats` from a Tickwire feed: `(write_passes, write_pass_ns_sum, write_pass_ns_max)`.
+fn pass_stats(port: u16) -> Option<(u64, u64, u64)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let key = format!("\"{name}\":");
+        let at = body.find(&key)? + key.len();
+        body[at..].split([',', '}']).next()?.parse().ok()
+    };
+    Some((field("write_passes")?, field("write_pass_ns_sum")?, field("write_pass_ns_max")?))
 }
 
 impl Window {
@@ -271,7 +300,8 @@ impl Window {
     }
 }
 
-fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f64) -> Result<Window, String> {
+/// Runs one window at `rate`; `stats_port`: a Tickwire feed to read its write passes from.
+fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f64, stats_port: Option<u16>) -> Result<Window, String> {
     srv.send(&format!("RATE {rate}"));
     std::thread::sleep(Duration::from_secs_f64(warmup));
     for c in clients.iter_mut() {
@@ -280,11 +310,29 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
     let t0 = Instant::now();
     let s0 = cpu(srv.pid());
     let c0: f64 = clients.iter().map(|c| cpu(c.pid())).sum();
-    std::thread::sleep(Duration::from_secs_f64(secs));
+    let p0 = stats_port.and_then(pass_stats);
+    let mut max_ns = 0;
+    let end = t0 + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        // The longest pass is a per-tick gauge (1 s ticks): sample it about every tick.
+        std::thread::sleep(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(900)));
+        if let Some((_, _, m)) = p0.and(stats_port).and_then(pass_stats) {
+            max_ns = max_ns.max(m);
+        }
+    }
+    let p1 = stats_port.and_then(pass_stats);
+    let passes = match (p0, p1) {
+        (Some((n0, ns0, _)), Some((n1, ns1, _))) if n1 > n0 => Some(Passes {
+            avg_ms: (ns1 - ns0) as f64 / (n1 - n0) as f64 / 1e6,
+            max_ms: max_ns as f64 / 1e6,
+            busy_pct: (ns1 - ns0) as f64 / 1e9 / t0.elapsed().as_secs_f64() * 100.0,
+        }),
+        _ => None,
+    };
     for c in clients.iter_mut() {
         c.send("REPORT");
     }
-    let mut w = Window { hist: Some(Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?), ..Window::default() };
+    let mut w = Window { hist: Some(Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?), passes, ..Window::default() };
     for c in clients.iter() {
         let st = c.expect(stats::PREFIX, Duration::from_secs(30))?;
         w.n.add(&Counts::parse_line(&st)?);
@@ -383,7 +431,8 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     };
     rep.add(BENCH, "rss_per_sub_bytes", rss1.saturating_sub(rss0) as f64 / k as f64, "bytes", &tags(&[]));
 
-    let w = measure(&mut srv, &mut clients, FIXED_RATE, plan.fixed_warmup_secs, plan.fixed_secs)?;
+    let stats_port = (kind == "tickwire").then_some(port);
+    let w = measure(&mut srv, &mut clients, FIXED_RATE, plan.fixed_warmup_secs, plan.fixed_secs, stats_port)?;
     let fixed = tags(&[("phase", "fixed".into()), ("rate", FIXED_RATE.to_string())]);
     report_window(rep, &w, &fixed);
 
@@ -393,13 +442,16 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     let mut saturated = false;
     for &rate in plan.rates {
         std::thread::sleep(Duration::from_millis(300));
-        let w = measure(&mut srv, &mut clients, rate, plan.warmup_secs, plan.step_secs)?;
+        let w = measure(&mut srv, &mut clients, rate, plan.warmup_secs, plan.step_secs, stats_port)?;
         let ok = best.offer(&w, k, rate, KEPT_UP_P99_US);
         strict.offer(&w, k, rate, STRICT_P99_US);
         let t = tags(&[("phase", "sweep".into()), ("rate", rate.to_string()), ("kept_up", ok.to_string())]);
         rep.add(BENCH, "sweep_delivered_per_sec", w.n.updates as f64 / w.secs, "upd/s", &t);
         rep.add(BENCH, "sweep_latency_p99", w.pct(0.99), "us", &t);
         rep.add(BENCH, "sweep_cpu_server", w.cpu_server, "%", &t);
+        if let Some(p) = w.passes {
+            rep.add(BENCH, "sweep_write_pass_ms_avg", p.avg_ms, "ms", &t);
+        }
         if w.n.gaps > 0 || w.n.snapshots > 0 || w.n.dead > 0 {
             rep.add(BENCH, "sweep_gaps", (w.n.gaps + w.n.snapshots + w.n.dead) as f64, "count", &t);
         }
@@ -428,4 +480,9 @@ fn report_window(rep: &mut Report, w: &Window, t: &[(&'static str, String)]) {
     rep.add(BENCH, "cpu_server", w.cpu_server, "%", t);
     rep.add(BENCH, "cpu_clients", w.cpu_clients, "%", t);
     rep.add(BENCH, "gaps", (w.n.gaps + w.n.snapshots + w.n.dead + w.n.errors) as f64, "count", t);
+    if let Some(p) = w.passes {
+        rep.add(BENCH, "write_pass_ms_avg", p.avg_ms, "ms", t);
+        rep.add(BENCH, "write_pass_ms_max", p.max_ms, "ms", t);
+        rep.add(BENCH, "write_busy", p.busy_pct, "%", t);
+    }
 }
