@@ -36,7 +36,8 @@ const BENCH: &str = "fanout";
 const INSTRUMENTS: u32 = 4;
 /// Client processes.
 const CLIENTS: usize = 2;
-/// Fixed-rate phase: updates/s (every subscriber receives all of them).
+/// Fixed-rate phase: updates/s (every subscriber receives all of them), the figure;
+/// `--fixed-rate` changes it.
 const FIXED_RATE: u64 = 100;
 
 /// Arguments of `tickwire-bench fanout`.
@@ -56,6 +57,12 @@ pub struct FanoutArgs {
     /// Tickwire feed shards (threads of the server process, SO_REUSEPORT on one port).
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
+    /// Rate of the fixed phase, updates/s per subscriber.
+    #[arg(long, default_value_t = FIXED_RATE)]
+    pub fixed_rate: u64,
+    /// Run only the fixed phase (no sweep, so no saturation figures).
+    #[arg(long)]
+    pub no_sweep: bool,
     /// Internal: server or client process.
     #[arg(long, hide = true)]
     pub role: Option<String>,
@@ -83,6 +90,8 @@ struct Plan {
     /// p99 by ~60 % at 18 000 subscribers with 1 s. The phase measures the steady state.
     fixed_warmup_secs: f64,
     rates: &'static [u64],
+    fixed_rate: u64,
+    sweep: bool,
 }
 
 /// Entry point (coordinator, or a child role).
@@ -97,9 +106,9 @@ pub fn run(a: &FanoutArgs) {
         None => {}
     }
     let plan = if a.common.quick {
-        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, fixed_warmup_secs: 2.0, rates: &[1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000, 75_000] }
+        Plan { ks: vec![2000], fixed_secs: 3.0, step_secs: 1.5, warmup_secs: 0.5, fixed_warmup_secs: 2.0, rates: &[1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000, 75_000], fixed_rate: a.fixed_rate, sweep: !a.no_sweep }
     } else {
-        Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, fixed_warmup_secs: 5.0, rates: &[200, 300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000] }
+        Plan { ks: vec![10_000, 18_000], fixed_secs: 6.0, step_secs: 3.0, warmup_secs: 1.0, fixed_warmup_secs: 5.0, rates: &[200, 300, 450, 700, 1000, 1500, 2200, 3300, 5000, 7500, 10_000, 15_000, 22_000, 33_000, 50_000], fixed_rate: a.fixed_rate, sweep: !a.no_sweep }
     };
     let ks = if a.subscribers.is_empty() { plan.ks.clone() } else { a.subscribers.clone() };
     let backends: Vec<BackendKind> = match a.backend.as_str() {
@@ -124,10 +133,11 @@ pub fn run(a: &FanoutArgs) {
     }
     let mut rep = Report::new(a.common.json);
     rep.note(&format!(
-        "fanout: {} instruments, {CLIENTS} client processes, fixed phase {FIXED_RATE} updates/s per subscriber for {}s, sweep {:?} updates/s ({}s steps); machine: {} cores shared by server, publisher and clients",
+        "fanout: {} instruments, {CLIENTS} client processes, fixed phase {} updates/s per subscriber for {}s, sweep {:?} updates/s ({}s steps); machine: {} cores shared by server, publisher and clients",
         INSTRUMENTS,
+        plan.fixed_rate,
         plan.fixed_secs,
-        plan.rates,
+        if plan.sweep { plan.rates } else { &[] },
         plan.step_secs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
@@ -139,6 +149,9 @@ pub fn run(a: &FanoutArgs) {
                 Ok((sat, strict, saturated)) => best.push((kind, backend, sat, strict, saturated)),
                 Err(e) => rep.note(&format!("fanout: {kind}/{backend} with {k} subscribers failed: {e}")),
             }
+        }
+        if !plan.sweep {
+            continue; // no saturation figures to compare
         }
         if let Some(tuned) = best.iter().find(|x| x.0 == "tuned").cloned() {
             for (kind, backend, v, strict, _) in &best {
@@ -432,13 +445,19 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     rep.add(BENCH, "rss_per_sub_bytes", rss1.saturating_sub(rss0) as f64 / k as f64, "bytes", &tags(&[]));
 
     let stats_port = (kind == "tickwire").then_some(port);
-    let w = measure(&mut srv, &mut clients, FIXED_RATE, plan.fixed_warmup_secs, plan.fixed_secs, stats_port)?;
-    let fixed = tags(&[("phase", "fixed".into()), ("rate", FIXED_RATE.to_string())]);
+    let w = measure(&mut srv, &mut clients, plan.fixed_rate, plan.fixed_warmup_secs, plan.fixed_secs, stats_port)?;
+    let fixed = tags(&[("phase", "fixed".into()), ("rate", plan.fixed_rate.to_string())]);
     report_window(rep, &w, &fixed);
 
     let (mut best, mut strict) = (Best::default(), Best::default());
-    best.offer(&w, k, FIXED_RATE, KEPT_UP_P99_US);
-    strict.offer(&w, k, FIXED_RATE, STRICT_P99_US);
+    best.offer(&w, k, plan.fixed_rate, KEPT_UP_P99_US);
+    strict.offer(&w, k, plan.fixed_rate, STRICT_P99_US);
+    if !plan.sweep {
+        drop(clients);
+        drop(srv);
+        std::thread::sleep(Duration::from_millis(500));
+        return Ok((0.0, 0.0, true));
+    }
     let mut saturated = false;
     for &rate in plan.rates {
         std::thread::sleep(Duration::from_millis(300));
