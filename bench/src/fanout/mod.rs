@@ -291,11 +291,20 @@ struct Passes {
     busy_pct: f64,
 }
 
-/// `GET /stats` from a Tickwire feed: `(write_passes, write_pass_ns_sum, write_pass_ns_max)`.
-fn pass_stats(port: u16) -> Option<(u64, u64, u64)> {
+/// A feed's pass counters (`HubStats::write_passes`, `write_pass_ns_sum`, `write_pass_ns_max`).
+#[derive(Clone, Copy)]
+struct PassCounters {
+    passes: u64,
+    ns_sum: u64,
+    ns_max: u64,
+}
+
+/// `GET /stats` from a Tickwire feed; `None` if it fails or takes over 2 s (an overloaded shard
+/// answers between passes).
+fn pass_stats(port: u16) -> Option<PassCounters> {
     use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
@@ -304,7 +313,50 @@ fn pass_stats(port: u16) -> Option<(u64, u64, u64)> {
         let at = body.find(&key)? + key.len();
         body[at..].split([',', '}']).next()?.parse().ok()
     };
-    Some((field("write_passes")?, field("write_pass_ns_sum")?, field("write_pass_ns_max")?))
+    Some(PassCounters { passes: field("write_passes")?, ns_sum: field("write_pass_ns_sum")?, ns_max: field("write_pass_ns_max")? })
+}
+
+/// Samples a feed's write passes about every 0.9 s (`write_pass_ns_max` is a per-tick gauge, 1 s
+/// ticks) on its own thread, so a slow answer never stretches the clients' window.
+struct PassPoller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, PassCounters)>>,
+}
+
+impl PassPoller {
+    fn start(port: u16) -> PassPoller {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            // Bounded: one sample per 0.9 s until stopped (a window is seconds long).
+            while !flag.load(Ordering::Acquire) {
+                if let Some(p) = pass_stats(port) {
+                    v.push((Instant::now(), p));
+                }
+                let next = Instant::now() + Duration::from_millis(900);
+                while !flag.load(Ordering::Acquire) && Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            v
+        });
+        PassPoller { stop, thread }
+    }
+
+    /// Stops and sums up the samples (`None` with fewer than two, or no pass between them).
+    fn finish(self) -> Option<Passes> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let v = self.thread.join().ok()?;
+        let (&(t0, a), &(t1, b)) = (v.first()?, v.last()?);
+        (b.passes > a.passes).then(|| Passes {
+            avg_ms: b.ns_sum.saturating_sub(a.ns_sum) as f64 / (b.passes - a.passes) as f64 / 1e6,
+            // The first sample's gauge is the tick before the window.
+            max_ms: v.iter().skip(1).map(|x| x.1.ns_max).max().unwrap_or(0) as f64 / 1e6,
+            busy_pct: b.ns_sum.saturating_sub(a.ns_sum) as f64 / 1e9 / (t1 - t0).as_secs_f64().max(1e-9) * 100.0,
+        })
+    }
 }
 
 impl Window {
@@ -323,28 +375,12 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
     let t0 = Instant::now();
     let s0 = cpu(srv.pid());
     let c0: f64 = clients.iter().map(|c| cpu(c.pid())).sum();
-    let p0 = stats_port.and_then(pass_stats);
-    let mut max_ns = 0;
-    let end = t0 + Duration::from_secs_f64(secs);
-    while Instant::now() < end {
-        // The longest pass is a per-tick gauge (1 s ticks): sample it about every tick.
-        std::thread::sleep(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(900)));
-        if let Some((_, _, m)) = p0.and(stats_port).and_then(pass_stats) {
-            max_ns = max_ns.max(m);
-        }
-    }
-    let p1 = stats_port.and_then(pass_stats);
-    let passes = match (p0, p1) {
-        (Some((n0, ns0, _)), Some((n1, ns1, _))) if n1 > n0 => Some(Passes {
-            avg_ms: (ns1 - ns0) as f64 / (n1 - n0) as f64 / 1e6,
-            max_ms: max_ns as f64 / 1e6,
-            busy_pct: (ns1 - ns0) as f64 / 1e9 / t0.elapsed().as_secs_f64() * 100.0,
-        }),
-        _ => None,
-    };
+    let poller = stats_port.map(PassPoller::start);
+    std::thread::sleep(Duration::from_secs_f64(secs));
     for c in clients.iter_mut() {
         c.send("REPORT");
     }
+    let passes = poller.and_then(PassPoller::finish);
     let mut w = Window { hist: Some(Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?), passes, ..Window::default() };
     for c in clients.iter() {
         let st = c.expect(stats::PREFIX, Duration::from_secs(30))?;
