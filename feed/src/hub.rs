@@ -106,7 +106,8 @@ pub struct HubStats {
     pub accepted: u64,
     /// Connections closed.
     pub closed: u64,
-    /// Connections currently open.
+    /// Connections currently open, including ones still in the handshake and plain HTTP
+    /// requests being answered (a gauge).
     pub open: u64,
     /// Upgrade requests refused.
     pub handshake_failures: u64,
@@ -145,7 +146,7 @@ pub struct HubStats {
     /// Time spent in those passes, in ns: its growth over wall time is how busy the shard is
     /// writing.
     pub write_pass_ns_sum: u64,
-    /// Longest write pass of the last tick, in ns (a gauge, the rest are counters). An update
+    /// Longest write pass of the last tick, in ns (a gauge, like `open`; the rest are counters). An update
     /// waits up to about one pass before its subscriber's write (see `FeedShard`), so this is
     /// the shard's share of the fan-out latency.
     pub write_pass_ns_max: u64,

@@ -187,6 +187,7 @@ impl<S: EventSource> FeedShard<S> {
                 }
             }
         }
+        self.hub.stats.write_pass_ns_max = self.hub.stats.write_pass_ns_max.max(self.pass_ns_max);
         if let Ok(mut s) = self.stats_out.lock() {
             *s = self.hub.stats;
         }

@@ -58,7 +58,7 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
     /// Rate of the fixed phase, updates/s per subscriber.
-    #[arg(long, default_value_t = FIXED_RATE)]
+    #[arg(long, default_value_t = FIXED_RATE, value_parser = clap::value_parser!(u64).range(1..))]
     pub fixed_rate: u64,
     /// Run only the fixed phase (no sweep, so no saturation figures).
     #[arg(long)]
@@ -133,12 +133,11 @@ pub fn run(a: &FanoutArgs) {
     }
     let mut rep = Report::new(a.common.json);
     rep.note(&format!(
-        "fanout: {} instruments, {CLIENTS} client processes, fixed phase {} updates/s per subscriber for {}s, sweep {:?} updates/s ({}s steps); machine: {} cores shared by server, publisher and clients",
+        "fanout: {} instruments, {CLIENTS} client processes, fixed phase {} updates/s per subscriber for {}s, {}; machine: {} cores shared by server, publisher and clients",
         INSTRUMENTS,
         plan.fixed_rate,
         plan.fixed_secs,
-        if plan.sweep { plan.rates } else { &[] },
-        plan.step_secs,
+        if plan.sweep { format!("sweep {:?} updates/s ({}s steps)", plan.rates, plan.step_secs) } else { "no sweep".to_string() },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     for &k in &ks {
@@ -299,8 +298,8 @@ struct PassCounters {
     ns_max: u64,
 }
 
-/// `GET /stats` from a Tickwire feed; `None` if it fails or takes over 2 s (an overloaded shard
-/// answers between passes).
+/// `GET /stats` from a Tickwire feed; `None` if it fails or a step of it (connect, each read)
+/// takes over 2 s (an overloaded shard answers between passes).
 fn pass_stats(port: u16) -> Option<PassCounters> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
@@ -331,16 +330,19 @@ impl PassPoller {
         let thread = std::thread::spawn(move || {
             let mut v = Vec::new();
             // Bounded: one sample per 0.9 s until stopped (a window is seconds long).
-            while !flag.load(Ordering::Acquire) {
+            loop {
+                let stopping = flag.load(Ordering::Acquire);
                 if let Some(p) = pass_stats(port) {
                     v.push((Instant::now(), p));
+                }
+                if stopping {
+                    return v; // that was the sample at the window's end
                 }
                 let next = Instant::now() + Duration::from_millis(900);
                 while !flag.load(Ordering::Acquire) && Instant::now() < next {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
-            v
         });
         PassPoller { stop, thread }
     }
@@ -380,6 +382,10 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
     for c in clients.iter_mut() {
         c.send("REPORT");
     }
+    // The window ends here, whatever the feed's /stats answers cost afterwards.
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_server = (cpu(srv.pid()) - s0) / secs * 100.0;
+    let cpu_clients = (clients.iter().map(|c| cpu(c.pid())).sum::<f64>() - c0) / secs * 100.0;
     let passes = poller.and_then(PassPoller::finish);
     let mut w = Window { hist: Some(Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?), passes, ..Window::default() };
     for c in clients.iter() {
@@ -397,9 +403,7 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
         }
         c.expect("END", Duration::from_secs(30))?;
     }
-    w.secs = t0.elapsed().as_secs_f64();
-    w.cpu_server = (cpu(srv.pid()) - s0) / w.secs * 100.0;
-    w.cpu_clients = (clients.iter().map(|c| cpu(c.pid())).sum::<f64>() - c0) / w.secs * 100.0;
+    (w.secs, w.cpu_server, w.cpu_clients) = (secs, cpu_server, cpu_clients);
     srv.send("RATE 0");
     Ok(w)
 }
@@ -480,7 +484,8 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     };
     rep.add(BENCH, "rss_per_sub_bytes", rss1.saturating_sub(rss0) as f64 / k as f64, "bytes", &tags(&[]));
 
-    let stats_port = (kind == "tickwire").then_some(port);
+    // With several shards, SO_REUSEPORT picks which one answers each /stats: no per-window deltas.
+    let stats_port = (kind == "tickwire" && shards == 1).then_some(port);
     let w = measure(&mut srv, &mut clients, plan.fixed_rate, plan.fixed_warmup_secs, plan.fixed_secs, stats_port)?;
     let fixed = tags(&[("phase", "fixed".into()), ("rate", plan.fixed_rate.to_string())]);
     report_window(rep, &w, &fixed);
