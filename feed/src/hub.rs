@@ -78,6 +78,10 @@ pub struct HubConfig {
     /// A tick closes a candle bucket once `now >= bucket end + candle_grace_ns` (trades close it
     /// as soon as one of a later bucket arrives).
     pub candle_grace_ns: u64,
+    /// Read keys (each [`ws::valid_read_key`]); empty: public, the default. Otherwise every
+    /// upgrade and HTTP request must carry one (`ws::parse_handshake`), or gets 401 (counted in
+    /// `handshake_failures`).
+    pub read_keys: Vec<String>,
 }
 
 impl HubConfig {
@@ -95,6 +99,7 @@ impl HubConfig {
             linger_ticks: 3,
             candle_history: 1000,
             candle_grace_ns: 250_000_000,
+            read_keys: Vec::new(),
         }
     }
 }
@@ -1311,7 +1316,7 @@ impl Hub {
             let Some(state) = self.conn(id).map(|c| c.state) else { return buf.len() };
             match state {
                 State::Closing => return buf.len(),
-                State::Handshake => match ws::parse_handshake(&buf[pos..]) {
+                State::Handshake => match ws::parse_handshake(&buf[pos..], &self.cfg.read_keys) {
                     ws::Handshake::Partial => {
                         if buf.len() - pos > self.cfg.max_handshake {
                             self.stats.handshake_failures += 1;

@@ -198,12 +198,13 @@ pub enum Handshake {
 
 fn reject(status: &str, extra: &str) -> Handshake {
     // The same JSON error shape as the HTTP endpoints (`crate::hub::http`).
-    let code = match status.get(..3) {
-        Some("426") => "upgrade_required",
-        Some("431") => "request_too_large",
-        _ => "bad_request",
+    let (code, detail) = match status.get(..3) {
+        Some("401") => ("unauthorized", "a read key is required: ?key=KEY or Sec-WebSocket-Protocol tickwire-key.KEY"),
+        Some("426") => ("upgrade_required", "not a valid HTTP request or WebSocket upgrade"),
+        Some("431") => ("request_too_large", "not a valid HTTP request or WebSocket upgrade"),
+        _ => ("bad_request", "not a valid HTTP request or WebSocket upgrade"),
     };
-    let body = format!("{{\"error\":\"{code}\",\"detail\":\"not a valid HTTP request or WebSocket upgrade\"}}");
+    let body = format!("{{\"error\":\"{code}\",\"detail\":\"{detail}\"}}");
     let response = format!(
         "HTTP/1.1 {status}\r\nConnection: close\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -212,14 +213,46 @@ fn reject(status: &str, extra: &str) -> Handshake {
     Handshake::Reject { response }
 }
 
+/// Prefix of the `Sec-WebSocket-Protocol` entry that carries a read key (for browsers, which
+/// cannot set other headers on a WebSocket).
+pub const KEY_PROTOCOL_PREFIX: &str = "tickwire-key.";
+/// Longest read key.
+pub const READ_KEY_MAX: usize = 128;
+
+/// Whether `k` can be a read key: 1..=[`READ_KEY_MAX`] bytes of `A-Z a-z 0-9 . _ ~ -` (URL-safe
+/// without percent-encoding, and a valid subprotocol token).
+pub fn valid_read_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= READ_KEY_MAX && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+}
+
+/// Compares in time that depends only on the lengths (a key's length is not a secret worth
+/// hiding; its bytes are).
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn key_ok(keys: &[String], k: &[u8]) -> bool {
+    // Every key is compared, so which one matched does not show in the time either.
+    keys.iter().fold(false, |ok, key| same_key(key.as_bytes(), k) | ok)
+}
+
+/// The `key` parameter of a request target's query, if any (the first one).
+fn query_key(target: &str) -> Option<&str> {
+    let (_, q) = target.split_once('?')?;
+    q.split('&').find_map(|p| p.strip_prefix("key="))
+}
+
 fn has_token(value: &[u8], token: &str) -> bool {
     std::str::from_utf8(value)
         .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         .unwrap_or(false)
 }
 
-/// Parses the client's opening handshake at the front of `buf`.
-pub fn parse_handshake(buf: &[u8]) -> Handshake {
+/// Parses the client's opening handshake at the front of `buf`. With `read_keys` non-empty, a
+/// request (upgrade or plain HTTP) must carry one of them, as `key=KEY` in the target's query or
+/// (upgrades) as a `Sec-WebSocket-Protocol` entry `tickwire-key.KEY`, which the response then
+/// selects; otherwise it gets 401.
+pub fn parse_handshake(buf: &[u8], read_keys: &[String]) -> Handshake {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
@@ -229,8 +262,12 @@ pub fn parse_handshake(buf: &[u8]) -> Handshake {
         Err(_) => return reject("400 Bad Request", ""),
     };
     let get = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+    let by_query = req.path.and_then(query_key).is_some_and(|k| key_ok(read_keys, k.as_bytes()));
     if get("upgrade").is_none() {
         let (Some(method), Some(target)) = (req.method, req.path) else { return reject("400 Bad Request", "") };
+        if !read_keys.is_empty() && !by_query {
+            return reject("401 Unauthorized", "");
+        }
         return Handshake::Http { method: method.to_string(), target: target.to_string(), consumed };
     }
     if req.method != Some("GET") || req.version != Some(1) {
@@ -248,9 +285,22 @@ pub fn parse_handshake(buf: &[u8]) -> Handshake {
     else {
         return reject("400 Bad Request", "");
     };
+    // The protocol entry carrying a valid key, selected in the response (a browser that offered
+    // subprotocols fails the connection unless one is selected).
+    let by_protocol = get("sec-websocket-protocol")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| {
+            v.split(',').map(str::trim).find(|p| {
+                p.strip_prefix(KEY_PROTOCOL_PREFIX).is_some_and(|k| !read_keys.is_empty() && key_ok(read_keys, k.as_bytes()))
+            })
+        });
+    if !read_keys.is_empty() && !by_query && by_protocol.is_none() {
+        return reject("401 Unauthorized", "");
+    }
     let accept = tungstenite::handshake::derive_accept_key(key);
+    let protocol = by_protocol.map_or(String::new(), |p| format!("Sec-WebSocket-Protocol: {p}\r\n"));
     let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
     )
     .into_bytes();
     Handshake::Upgrade { response, consumed }
@@ -323,10 +373,52 @@ mod tests {
     }
 
     #[test]
+    fn read_keys() {
+        let keys = vec!["k1-secret".to_string(), "other.key".to_string()];
+        let up = |target: &str, extra: &str| {
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+            )
+        };
+        let status = |h: Handshake| match h {
+            Handshake::Upgrade { response, .. } | Handshake::Reject { response } => String::from_utf8(response).unwrap(),
+            Handshake::Http { .. } => "HTTP".to_string(),
+            Handshake::Partial => "PARTIAL".to_string(),
+        };
+        // Without keys configured, everything is public.
+        assert!(status(parse_handshake(up("/md", "").as_bytes(), &[])).starts_with("HTTP/1.1 101"));
+        // With keys: missing, wrong, prefix of a right one, empty → 401 with a JSON reason.
+        for t in ["/md", "/md?key=nope", "/md?key=k1", "/md?key=", "/md?x=1&key=k1-secretX"] {
+            let r = status(parse_handshake(up(t, "").as_bytes(), &keys));
+            assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n") && r.contains("\"error\":\"unauthorized\""), "{t}: {r}");
+        }
+        // In the query (any position, any of the keys).
+        for t in ["/md?key=k1-secret", "/md?x=1&key=other.key"] {
+            let r = status(parse_handshake(up(t, "").as_bytes(), &keys));
+            assert!(r.starts_with("HTTP/1.1 101") && !r.contains("Sec-WebSocket-Protocol"), "{t}: {r}");
+        }
+        // As a subprotocol: selected in the response.
+        let r = status(parse_handshake(up("/md", "Sec-WebSocket-Protocol: json, tickwire-key.k1-secret\r\n").as_bytes(), &keys));
+        assert!(r.starts_with("HTTP/1.1 101") && r.contains("\r\nSec-WebSocket-Protocol: tickwire-key.k1-secret\r\n"), "{r}");
+        let r = status(parse_handshake(up("/md", "Sec-WebSocket-Protocol: tickwire-key.bad\r\n").as_bytes(), &keys));
+        assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+        // Plain HTTP needs the query key too.
+        let get = |t: &str| parse_handshake(format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), &keys);
+        assert!(status(get("/snapshot?instrument=1")).starts_with("HTTP/1.1 401"));
+        assert_eq!(status(get("/snapshot?instrument=1&key=k1-secret")), "HTTP");
+        // Key syntax.
+        assert!(valid_read_key("abc-DEF_1.2~x"));
+        for bad in ["", "a b", "a&b", "a=b", "é", &"x".repeat(READ_KEY_MAX + 1)] {
+            assert!(!valid_read_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn handshake() {
         let req = b"GET /md HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nXY";
-        match parse_handshake(req) {
+        match parse_handshake(req, &[]) {
             Handshake::Upgrade { response, consumed } => {
                 assert_eq!(consumed, req.len() - 2);
                 let r = String::from_utf8(response).unwrap();
@@ -334,11 +426,11 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
             }
             h => panic!("{h:?}"),
         }
-        assert_eq!(parse_handshake(&req[..20]), Handshake::Partial);
-        assert!(matches!(parse_handshake(b"\x16\x03\x01garbage\r\n\r\n"), Handshake::Reject { .. }));
-        assert!(matches!(parse_handshake(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n"), Handshake::Reject { .. }));
+        assert_eq!(parse_handshake(&req[..20], &[]), Handshake::Partial);
+        assert!(matches!(parse_handshake(b"\x16\x03\x01garbage\r\n\r\n", &[]), Handshake::Reject { .. }));
+        assert!(matches!(parse_handshake(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n", &[]), Handshake::Reject { .. }));
         assert_eq!(
-            parse_handshake(b"GET /snapshot?instrument=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            parse_handshake(b"GET /snapshot?instrument=1 HTTP/1.1\r\nHost: x\r\n\r\n", &[]),
             Handshake::Http { method: "GET".into(), target: "/snapshot?instrument=1".into(), consumed: 48 }
         );
     }

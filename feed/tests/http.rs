@@ -184,6 +184,44 @@ fn stats_endpoint() {
 }
 
 #[test]
+fn read_keys_guard_websocket_and_http() {
+    let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1]);
+    cfg.shard.hub.read_keys = vec!["s3cret-key".to_string()];
+    let f = Feed::spawn(cfg).unwrap();
+    let addr = f.local_addr();
+    // HTTP: refused without the key (JSON reason), answered with it.
+    let (st, body) = get(addr, "/snapshot?instrument=1");
+    assert_eq!(st, 401, "{body}");
+    assert!(body.contains("\"error\":\"unauthorized\""), "{body}");
+    assert_eq!(get(addr, "/snapshot?instrument=1&key=wrong").0, 401);
+    assert_eq!(get(addr, "/stats").0, 401);
+    assert_eq!(get(addr, "/snapshot?instrument=1&key=s3cret-key").0, 200);
+    // WebSocket: refused without the key.
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    match tungstenite::client(format!("ws://{addr}/md"), s) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    // With it, in the query or as a subprotocol: subscribed (the snapshot comes).
+    use tungstenite::client::IntoClientRequest;
+    let mut by_protocol = format!("ws://{addr}/md").into_client_request().unwrap();
+    by_protocol.headers_mut().insert("Sec-WebSocket-Protocol", "tickwire-key.s3cret-key".parse().unwrap());
+    for req in [format!("ws://{addr}/md?key=s3cret-key").into_client_request().unwrap(), by_protocol] {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (mut ws, _) = tungstenite::client(req, s).unwrap();
+        ws.send(Message::Binary(ClientMsg::Subscribe { instrument: 1 }.to_vec().into())).unwrap();
+        let got_snapshot = (0..100).any(|_| match ws.read().unwrap() {
+            Message::Binary(b) => matches!(ServerMsg::decode(&b), Ok(ServerMsg::Snapshot(_))),
+            _ => false,
+        });
+        assert!(got_snapshot);
+    }
+    f.shutdown().unwrap();
+}
+
+#[test]
 fn candles_endpoint() {
     let f = feed();
     let addr = f.local_addr();

@@ -47,6 +47,11 @@ struct Args {
     /// OS backend: epoll or uring (io_uring, Linux ≥ 6.0).
     #[arg(long, default_value = "epoll")]
     backend: tickwire_feed::BackendKind,
+    /// Read keys, one per line (`#` comments and blank lines ignored): subscribers and HTTP
+    /// requests must then carry one (`?key=KEY`, or the WebSocket subprotocol
+    /// `tickwire-key.KEY`). A file, not a flag, so keys do not show in `ps`. Default: public.
+    #[arg(long)]
+    read_key_file: Option<std::path::PathBuf>,
     /// Stop after this many seconds (0: run until killed).
     #[arg(long, default_value_t = 0)]
     duration: u64,
@@ -69,6 +74,22 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         "disconnect" => SlowPolicy::Disconnect,
         s => return Err(format!("--slow {s}: expected conflate or disconnect").into()),
     };
+    if let Some(path) = &a.read_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--read-key-file {}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let k = line.trim();
+            if k.is_empty() || k.starts_with('#') {
+                continue;
+            }
+            if !tickwire_feed::ws::valid_read_key(k) {
+                return Err(format!("--read-key-file {} line {}: a key is 1-128 characters of A-Z a-z 0-9 . _ ~ -", path.display(), n + 1).into());
+            }
+            hub.read_keys.push(k.to_string());
+        }
+        if hub.read_keys.is_empty() {
+            return Err(format!("--read-key-file {}: no keys in it", path.display()).into());
+        }
+    }
     let mut cfg = ShardConfig::new(hub);
     cfg.backend = a.backend;
     a.backend.available().map_err(|e| format!("--backend {}: {e}", a.backend))?;
