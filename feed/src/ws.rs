@@ -291,7 +291,9 @@ pub fn parse_handshake(buf: &[u8], read_keys: &[String]) -> Handshake {
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| {
             v.split(',').map(str::trim).find(|p| {
-                p.strip_prefix(KEY_PROTOCOL_PREFIX).is_some_and(|k| !read_keys.is_empty() && key_ok(read_keys, k.as_bytes()))
+                // Echoed in the response: only a well-formed key (a key set in code unchecked
+                // could hold CR/LF).
+                p.strip_prefix(KEY_PROTOCOL_PREFIX).is_some_and(|k| valid_read_key(k) && key_ok(read_keys, k.as_bytes()))
             })
         });
     if !read_keys.is_empty() && !by_query && by_protocol.is_none() {
