@@ -151,9 +151,9 @@ pub struct HubStats {
     /// Time spent in those passes, in ns: its growth over wall time is how busy the shard is
     /// writing.
     pub write_pass_ns_sum: u64,
-    /// Longest write pass of the last tick, in ns (a gauge, like `open`; the rest are counters). An update
-    /// waits up to about one pass before its subscriber's write (see `FeedShard`), so this is
-    /// the shard's share of the fan-out latency.
+    /// Longest write pass of the last tick, in ns (a gauge, like `open`; the rest are
+    /// counters). An update waits up to about one pass before its subscriber's write (see
+    /// `FeedShard`), so this is the shard's share of the fan-out latency.
     pub write_pass_ns_max: u64,
 }
 
@@ -263,6 +263,18 @@ struct Conn {
     /// instead of 24, for every idle connection.
     #[allow(clippy::box_collection)]
     partial: Option<Box<Vec<u8>>>,
+}
+
+impl Conn {
+    /// Turns a flagged heartbeat (`hb`, no queue entry) into the queue's first entry holding a
+    /// reference to `hb_id`, before anything is queued behind it or the heartbeat is replaced.
+    fn unflag_heartbeat(&mut self, frames: &mut FrameTable, hb_id: FrameId) {
+        if self.hb {
+            self.hb = false;
+            frames.retain(hb_id);
+            self.out.push_front(hb_id);
+        }
+    }
 }
 
 /// Subscriptions kept inline (no heap) per connection; more spill to a `Vec`.
@@ -1025,11 +1037,7 @@ impl Hub {
         if c.state != State::Open || (budgeted && c.conflated) {
             return;
         }
-        if c.hb {
-            c.hb = false;
-            self.frames.retain(self.hb_id);
-            c.out.push_front(self.hb_id);
-        }
+        c.unflag_heartbeat(&mut self.frames, self.hb_id);
         c.busy |= budgeted;
         let len = self.frames.get(f).len();
         if budgeted && !c.out.is_empty() && c.queued + len > budget {
@@ -1131,11 +1139,7 @@ impl Hub {
     /// Queues a frame that bypasses the budget and conflation (handshake answers, pongs, closes).
     fn push_control(&mut self, id: ConnId, f: Bytes) {
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
-        if c.hb {
-            c.hb = false;
-            self.frames.retain(self.hb_id);
-            c.out.push_front(self.hb_id);
-        }
+        c.unflag_heartbeat(&mut self.frames, self.hb_id);
         c.queued += f.len();
         c.out.push_back(self.frames.insert(f));
         if !c.in_dirty {
@@ -1540,11 +1544,7 @@ impl Hub {
             // Connections still holding the previous heartbeat by flag get it as an entry.
             for id in 0..self.conns.len() as ConnId {
                 if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) {
-                    if c.hb {
-                        c.hb = false;
-                        self.frames.retain(self.hb_id);
-                        c.out.push_front(self.hb_id);
-                    }
+                    c.unflag_heartbeat(&mut self.frames, self.hb_id);
                 }
             }
             let old = std::mem::replace(&mut self.hb_id, self.frames.insert(h.clone()));
