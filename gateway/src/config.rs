@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tickwire_core::ring::WaitStrategyKind;
 use tickwire_core::{EngineConfig, InstrumentConfig, StpMode};
+use tickwire_feed::{ws, BackendKind, HubConfig, ShardConfig, SlowPolicy};
 use tickwire_journal::Durability;
 use tickwire_protocol::Role;
 
@@ -206,13 +207,51 @@ pub struct ServerConfig {
     pub wait: WaitSettings,
 }
 
-/// The in-process market-data feed.
+/// The in-process market-data feed (`[feed]`; docs/market-data.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedSettings {
     /// WebSocket listen address.
     pub listen: SocketAddr,
     /// Shard threads.
     pub shards: usize,
+    /// OS interface of every shard (`backend = "epoll" | "uring"`; default epoll).
+    pub backend: BackendKind,
+    /// Read keys (`read_keys = [...]`, each `ws::valid_read_key`); empty: public, the default.
+    pub read_keys: Vec<String>,
+    /// Queued outbound bytes per subscriber before the slow policy applies (`budget_bytes`).
+    pub budget_bytes: usize,
+    /// Slow-consumer policy (`slow = "conflate" | "disconnect"`).
+    pub slow_policy: SlowPolicy,
+    /// Messages kept per instrument for Resume (`replay_msgs`).
+    pub replay_msgs: usize,
+}
+
+impl FeedSettings {
+    /// The feed's defaults (those of `HubConfig::new`) on `listen` with one shard.
+    pub fn new(listen: SocketAddr) -> FeedSettings {
+        let h = HubConfig::new(Vec::new());
+        FeedSettings {
+            listen,
+            shards: 1,
+            backend: BackendKind::default(),
+            read_keys: h.read_keys,
+            budget_bytes: h.budget_bytes,
+            slow_policy: h.slow_policy,
+            replay_msgs: h.replay_msgs,
+        }
+    }
+
+    /// The shard configuration serving `instruments` with these settings.
+    pub fn shard_config(&self, instruments: Vec<u32>) -> ShardConfig {
+        let mut hub = HubConfig::new(instruments);
+        hub.read_keys = self.read_keys.clone();
+        hub.budget_bytes = self.budget_bytes;
+        hub.slow_policy = self.slow_policy;
+        hub.replay_msgs = self.replay_msgs;
+        let mut shard = ShardConfig::new(hub);
+        shard.backend = self.backend;
+        shard
+    }
 }
 
 /// A configuration that cannot be used.
@@ -286,7 +325,7 @@ impl ServerConfig {
             net: NetLimits::default(),
             durability: Durability::Sync,
             segment_bytes: 64 << 20,
-            feed: Some(FeedSettings { listen: addr("127.0.0.1:9002"), shards: 1 }),
+            feed: Some(FeedSettings::new(addr("127.0.0.1:9002"))),
             is_demo: true,
             truncate_at_corruption: false,
             md_shm: None,
@@ -302,12 +341,6 @@ impl ServerConfig {
         let sd = SessionConfig::default();
         let nd = NetLimits::default();
         let server = f.server.unwrap_or_default();
-        let parse_addr = |s: Option<String>, dflt: SocketAddr, what: &str| -> Result<SocketAddr, ServerConfigError> {
-            match s {
-                None => Ok(dflt),
-                Some(s) => s.parse().map_err(|_| ServerConfigError(format!("{what}: bad address {s:?}"))),
-            }
-        };
         let stp_of = |s: &str| -> Result<StpMode, ServerConfigError> {
             StpMode::ALL
                 .iter()
@@ -412,10 +445,7 @@ impl ServerConfig {
         let feed = match f.feed {
             None => d.feed.clone(),
             Some(fd) if fd.enabled == Some(false) => None,
-            Some(fd) => Some(FeedSettings {
-                listen: parse_addr(fd.listen, addr("127.0.0.1:9002"), "feed.listen")?,
-                shards: fd.shards.unwrap_or(1).max(1),
-            }),
+            Some(fd) => Some(feed_settings(fd)?),
         };
         Ok(ServerConfig {
             listen: parse_addr(server.listen, d.listen, "server.listen")?,
@@ -460,6 +490,57 @@ impl ServerConfig {
             .map(|i| i.id)
     }
 }
+
+/// `s` parsed as an address, `dflt` when absent.
+fn parse_addr(s: Option<String>, dflt: SocketAddr, what: &str) -> Result<SocketAddr, ServerConfigError> {
+    match s {
+        None => Ok(dflt),
+        Some(s) => s.parse().map_err(|_| ServerConfigError(format!("{what}: bad address {s:?}"))),
+    }
+}
+
+/// `[feed]` with defaults filled in; refuses an unknown backend or policy, a malformed or empty
+/// read-key list, or a budget under [`MIN_FEED_BUDGET_BYTES`].
+fn feed_settings(fd: FeedSection) -> Result<FeedSettings, ServerConfigError> {
+    let mut f = FeedSettings::new(parse_addr(fd.listen, addr("127.0.0.1:9002"), "feed.listen")?);
+    f.shards = fd.shards.unwrap_or(1).max(1);
+    if let Some(b) = fd.backend {
+        f.backend = b.parse().map_err(|e| ServerConfigError(format!("feed.backend: {e}")))?;
+    }
+    if let Some(keys) = fd.read_keys {
+        if keys.is_empty() {
+            // An empty list reads like "locked down" but would mean public: say so instead.
+            return Err(ServerConfigError("feed.read_keys is empty (omit it for a public feed)".into()));
+        }
+        if let Some(k) = keys.iter().position(|k| !ws::valid_read_key(k)) {
+            return Err(ServerConfigError(format!(
+                "feed.read_keys[{k}]: a key is 1-128 characters of A-Z a-z 0-9 . _ ~ -"
+            )));
+        }
+        f.read_keys = keys;
+    }
+    if let Some(b) = fd.budget_bytes {
+        if b < MIN_FEED_BUDGET_BYTES {
+            return Err(ServerConfigError(format!("feed.budget_bytes {b} is under {MIN_FEED_BUDGET_BYTES}")));
+        }
+        f.budget_bytes = b;
+    }
+    if let Some(p) = fd.slow {
+        f.slow_policy = match p.as_str() {
+            "conflate" => SlowPolicy::Conflate,
+            "disconnect" => SlowPolicy::Disconnect,
+            _ => return Err(ServerConfigError(format!("feed.slow: unknown {p:?} (conflate, disconnect)"))),
+        };
+    }
+    if let Some(r) = fd.replay_msgs {
+        f.replay_msgs = r.max(1);
+    }
+    Ok(f)
+}
+
+/// Least `feed.budget_bytes`. Any budget works (a frame always enters an empty queue), but under
+/// a page nearly every burst would conflate: almost certainly a unit mistake.
+const MIN_FEED_BUDGET_BYTES: usize = 4096;
 
 fn hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
@@ -556,6 +637,11 @@ struct FeedSection {
     shards: Option<usize>,
     shm_ring: Option<String>,
     shm_ring_capacity: Option<usize>,
+    backend: Option<String>,
+    read_keys: Option<Vec<String>>,
+    budget_bytes: Option<usize>,
+    slow: Option<String>,
+    replay_msgs: Option<usize>,
 }
 
 #[cfg(test)]
@@ -567,6 +653,7 @@ mod tests {
         let text = include_str!("../../tickwire.example.toml");
         let c = ServerConfig::parse(text).unwrap();
         assert_eq!(c.engine.instruments.len(), 2);
+        assert_eq!(c.feed, Some(FeedSettings::new(addr("127.0.0.1:9002"))), "the example lists the defaults");
         assert!(!c.session.keys.is_empty());
         assert!(ServerConfig::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_typo = 1\n").is_err());
         assert!(ServerConfig::parse("[server]\nlisten = \"127.0.0.1:1\"\n").is_err(), "keys are required");
@@ -575,6 +662,41 @@ mod tests {
         assert_eq!(demo.instrument_id("2"), Some(2));
         assert_eq!(c.wait.mode, WaitMode::Backoff, "the example keeps the default wait");
         assert_eq!(c.wait.engine_wait(), WaitStrategyKind::backoff());
+    }
+
+    #[test]
+    fn feed_section() {
+        let keys = "[[keys]]\nid = 1\nrole = \"trade\"\nsecret = \"s\"\naccounts = [1]\n";
+        let d = ServerConfig::parse(keys).unwrap().feed.unwrap();
+        assert_eq!(d, FeedSettings::new(addr("127.0.0.1:9002")), "no [feed]: the defaults, public");
+        assert_eq!(ServerConfig::demo().feed, Some(d.clone()));
+        let c = ServerConfig::parse(&format!(
+            "[feed]\nlisten = \"127.0.0.1:7000\"\nshards = 2\nbackend = \"uring\"\nread_keys = [\"k-1\", \"K.2\"]\n\
+             budget_bytes = 65536\nslow = \"disconnect\"\nreplay_msgs = 100\n{keys}"
+        ))
+        .unwrap()
+        .feed
+        .unwrap();
+        assert_eq!((c.listen, c.shards, c.backend), (addr("127.0.0.1:7000"), 2, BackendKind::Uring));
+        assert_eq!(c.read_keys, ["k-1", "K.2"]);
+        let sc = c.shard_config(vec![1, 2]);
+        assert_eq!(sc.backend, BackendKind::Uring);
+        assert_eq!(sc.hub.instruments, [1, 2]);
+        assert_eq!(sc.hub.read_keys, c.read_keys);
+        assert_eq!((sc.hub.budget_bytes, sc.hub.slow_policy, sc.hub.replay_msgs), (65536, SlowPolicy::Disconnect, 100));
+        assert_eq!(ServerConfig::parse(&format!("[feed]\nenabled = false\n{keys}")).unwrap().feed, None);
+        for bad in [
+            "backend = \"kqueue\"",
+            "read_keys = []",
+            "read_keys = [\"has space\"]",
+            "read_keys = [\"\"]",
+            "budget_bytes = 100",
+            "slow = \"drop\"",
+            "listen = \"nowhere\"",
+        ] {
+            let e = ServerConfig::parse(&format!("[feed]\n{bad}\n{keys}")).unwrap_err();
+            assert!(e.0.starts_with("feed."), "{bad}: {e}");
+        }
     }
 
     #[test]

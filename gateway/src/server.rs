@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use tickwire_core::pipeline::{Pipeline, PipelineConfig};
 use tickwire_core::Seq;
-use tickwire_feed::{Feed, FeedConfig, HubConfig, ShardConfig};
+use tickwire_feed::{Feed, FeedConfig};
 use tickwire_journal::{Durability, JournalConfig, JournalWriter, Journaler, RecoverOptions};
 
 /// What the server found and opened at start.
@@ -188,7 +188,8 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
         None => None,
         Some(f) => {
             let ids = cfg.engine.instruments.iter().map(|i| i.id).collect();
-            let fc = FeedConfig { listen: f.listen, shards: f.shards, shard: ShardConfig::new(HubConfig::new(ids)) };
+            f.backend.available().map_err(|e| ServerError(format!("feed.backend {}: {e}", f.backend)))?;
+            let fc = FeedConfig { listen: f.listen, shards: f.shards, shard: f.shard_config(ids) };
             Some(
                 Feed::spawn_seeded(fc, tickwire_feed::seed_from_engine(&engine))
                     .map_err(err(&format!("market-data feed {}", f.listen)))?,

@@ -45,6 +45,9 @@ struct ServeArgs {
     /// Run without the market-data feed.
     #[arg(long)]
     no_feed: bool,
+    /// Override the feed's OS backend (`[feed] backend`): epoll or uring.
+    #[arg(long)]
+    feed_backend: Option<tickwire_feed::BackendKind>,
     /// Override the journal durability: sync, async, async:<ms>, none.
     #[arg(long)]
     durability: Option<String>,
@@ -103,8 +106,13 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if a.no_feed {
         cfg.feed = None;
-    } else if let (Some(l), Some(f)) = (a.feed_listen, cfg.feed.as_mut()) {
-        f.listen = l;
+    } else if let Some(f) = cfg.feed.as_mut() {
+        if let Some(l) = a.feed_listen {
+            f.listen = l;
+        }
+        if let Some(b) = a.feed_backend {
+            f.backend = b;
+        }
     }
     if let Some(d) = &a.durability {
         cfg.durability = d.parse::<Durability>()?;
@@ -163,7 +171,12 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         cfg.wait.describe(),
         i.durability,
         match &cfg.feed {
-            Some(f) => format!("WebSocket, epoll, {} shard(s)", f.shards),
+            Some(f) => format!(
+                "WebSocket, {}, {} shard(s), {}",
+                f.backend,
+                f.shards,
+                if f.read_keys.is_empty() { "public".to_string() } else { format!("{} read key(s)", f.read_keys.len()) }
+            ),
             None => "off".into(),
         }
     )?;
