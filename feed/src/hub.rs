@@ -82,6 +82,12 @@ pub struct HubConfig {
     /// upgrade and HTTP request must carry one (`ws::parse_handshake`), or gets 401 (counted in
     /// `handshake_failures`).
     pub read_keys: Vec<String>,
+    /// This shard's index among its process's shards (`Feed::spawn` numbers them from 0); named
+    /// in `GET /stats` with [`HubConfig::pid`].
+    pub shard: u32,
+    /// Id of the process running the shard (0: not known; `FeedShard::new` fills it in), named in
+    /// `GET /stats` so the answers of SO_REUSEPORT shard processes can be told apart.
+    pub pid: u32,
 }
 
 impl HubConfig {
@@ -100,6 +106,8 @@ impl HubConfig {
             candle_history: 1000,
             candle_grace_ns: 250_000_000,
             read_keys: Vec::new(),
+            shard: 0,
+            pid: 0,
         }
     }
 }
@@ -1504,7 +1512,11 @@ impl Hub {
                 let body = http::candles_json(instrument, interval, from, to, series.range(from, to));
                 http::response("200 OK", "", &body)
             }
-            http::Route::Stats => http::response("200 OK", "", &http::stats_json(&self.stats.fields())),
+            http::Route::Stats => {
+                let id = [("pid", u64::from(self.cfg.pid)), ("shard", u64::from(self.cfg.shard))];
+                let fields: Vec<_> = id.into_iter().chain(self.stats.fields()).collect();
+                http::response("200 OK", "", &http::stats_json(&fields))
+            }
         }
     }
 

@@ -150,7 +150,9 @@ impl Feed {
                 feed.addr = listener.local_addr()?;
             }
             let (tx, rx) = source::channel();
-            let mut shard = FeedShard::new(listener, rx, cfg.shard.clone())?;
+            let mut shard_cfg = cfg.shard.clone();
+            shard_cfg.hub.shard = u32::try_from(i).unwrap_or(u32::MAX);
+            let mut shard = FeedShard::new(listener, rx, shard_cfg)?;
             for (id, b, a, halted) in &seed.books {
                 shard.hub_mut().seed_book(*id, b, a, *halted, 0);
             }

@@ -102,7 +102,11 @@ impl<S: EventSource> FeedShard<S> {
         let local = listener.local_addr()?;
         let backend = AnyBackend::new(cfg.backend, listener, cfg.sndbuf)?;
         source.set_notifier(backend.notifier());
-        let mut hub = Hub::new(cfg.hub.clone());
+        let mut hub_cfg = cfg.hub.clone();
+        if hub_cfg.pid == 0 {
+            hub_cfg.pid = std::process::id();
+        }
+        let mut hub = Hub::new(hub_cfg);
         hub.set_top_channel(cfg.top_depth, cfg.top_interval.as_nanos().min(u64::MAX as u128) as u64);
         Ok(FeedShard {
             hub,

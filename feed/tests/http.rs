@@ -139,6 +139,29 @@ fn field(body: &str, name: &str) -> u64 {
     body[at..].split([',', '}']).next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} in {body}"))
 }
 
+/// With several shards on one port, every answer names its shard, and new connections reach
+/// each of them (the kernel spreads them by address and port).
+#[test]
+fn stats_names_the_shard() {
+    let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1]);
+    cfg.shards = 2;
+    let f = Feed::spawn(cfg).unwrap();
+    let mut seen = [false; 2];
+    // Bounded: the chance that 200 connections all hash to one of 2 shards is 2^-199.
+    for _ in 0..200 {
+        let (st, body) = get(f.local_addr(), "/stats");
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(field(&body, "pid"), u64::from(std::process::id()), "{body}");
+        let shard = field(&body, "shard") as usize;
+        assert!(shard < 2, "{body}");
+        seen[shard] = true;
+        if seen == [true; 2] {
+            return;
+        }
+    }
+    panic!("a shard never answered: {seen:?}");
+}
+
 #[test]
 fn stats_endpoint() {
     let f = feed();
@@ -165,7 +188,9 @@ fn stats_endpoint() {
     // The trade reached the subscriber, so its write pass is counted by now.
     let (st, body) = get(addr, "/stats");
     assert_eq!(st, 200, "{body}");
-    assert!(body.starts_with("{\"accepted\":") && body.ends_with('}'), "{body}");
+    assert!(body.starts_with("{\"pid\":") && body.ends_with('}'), "{body}");
+    assert_eq!(field(&body, "pid"), u64::from(std::process::id()), "an in-process feed: {body}");
+    assert_eq!(field(&body, "shard"), 0, "{body}");
     assert_eq!(field(&body, "open"), 2, "the subscriber and this request: {body}");
     assert_eq!(field(&body, "accepted"), 2, "{body}");
     assert_eq!(field(&body, "engine_events"), 1, "{body}");
