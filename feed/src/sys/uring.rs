@@ -34,8 +34,9 @@
 //!   lists are given back every tick when no longer used, and after a burst (a connection storm's
 //!   handshakes and snapshots) the allocator is asked to return freed pages to the kernel
 //!   (`malloc_trim`, glibc), so an idle subscriber costs its slot, not the peak of the burst.
-//! - Zero-copy send (`SEND_ZC`) is not used: the frames are tiny and it needs a second
-//!   completion per send plus pinned buffers.
+//! - Zero-copy send (`SEND_ZC`) is not used: writes are one to a few hundred bytes, far under
+//!   the ~10 KB where the kernel says pinning plus a second completion per send beats the copy,
+//!   and data looped to a local socket is copied anyway (docs/market-data.md).
 //!
 //! The ring is created on the first `wait`, i.e. on the shard's own thread, so it can be a
 //! single-issuer ring with deferred task work (completions run only when the shard asks).
