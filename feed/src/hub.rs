@@ -235,6 +235,18 @@ impl HubStats {
     }
 }
 
+/// How a queued frame counts for its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Market data: under the outbound budget (the slow-consumer policy) and marks the
+    /// connection busy (its queue keeps its capacity between ticks).
+    Data,
+    /// A heartbeat: under the budget, but not market data (an idle connection stays idle).
+    Heartbeat,
+    /// Outside the budget and conflation: snapshots, feed resets, errors, replies to requests.
+    Exempt,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Handshake,
@@ -649,8 +661,8 @@ impl Hub {
             let snap = self.snapshot(i);
             let (err, snap) = (self.frames.insert(err), self.frames.insert(snap));
             for &c in &subs {
-                self.push_id(c, err, false);
-                self.push_id(c, snap, false);
+                self.push_id(c, err, Class::Exempt);
+                self.push_id(c, snap, Class::Exempt);
             }
             self.frames.release(err);
             self.frames.release(snap);
@@ -826,7 +838,7 @@ impl Hub {
         fan_ids.extend(frames.drain(..).map(|f| self.frames.insert(f)));
         for &c in &subs {
             for &f in &fan_ids {
-                self.push_id(c, f, true);
+                self.push_id(c, f, Class::Data);
             }
         }
         for f in fan_ids.drain(..) {
@@ -897,7 +909,7 @@ impl Hub {
         let subs = std::mem::take(&mut ins.top_subs);
         let f = self.frames.insert(f);
         for &c in &subs {
-            self.push_id(c, f, true);
+            self.push_id(c, f, Class::Data);
         }
         self.frames.release(f);
         self.instruments[i].top_subs = subs;
@@ -1017,10 +1029,10 @@ impl Hub {
         self.conns.get_mut(id as usize).and_then(|c| c.as_mut())
     }
 
-    /// Queues a frame. `budgeted` frames are subject to the outbound budget.
-    fn push(&mut self, id: ConnId, f: Bytes, budgeted: bool) {
+    /// Queues a frame of class `class`.
+    fn push(&mut self, id: ConnId, f: Bytes, class: Class) {
         let f = self.frames.insert(f);
-        self.push_id(id, f, budgeted);
+        self.push_id(id, f, class);
         self.frames.release(f);
     }
 
@@ -1029,16 +1041,17 @@ impl Hub {
     fn push_views(&mut self, id: ConnId, i: usize, mask: u16) {
         if mask & CH_BOOK != 0 {
             let s = self.snapshot(i);
-            self.push(id, s, false);
+            self.push(id, s, Class::Exempt);
         }
         if mask & CH_TOP != 0 {
             let t = self.top_now(i);
-            self.push(id, t, false);
+            self.push(id, t, Class::Exempt);
         }
     }
 
     /// Queues frame `f` of the table (the caller keeps its own reference).
-    fn push_id(&mut self, id: ConnId, f: FrameId, budgeted: bool) {
+    fn push_id(&mut self, id: ConnId, f: FrameId, class: Class) {
+        let budgeted = class != Class::Exempt;
         let budget = self.cfg.budget_bytes;
         let policy = self.cfg.slow_policy;
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
@@ -1046,7 +1059,7 @@ impl Hub {
             return;
         }
         c.unflag_heartbeat(&mut self.frames, self.hb_id);
-        c.busy |= budgeted;
+        c.busy |= class == Class::Data;
         let len = self.frames.get(f).len();
         if budgeted && !c.out.is_empty() && c.queued + len > budget {
             // Keep a frame already partly written: the WebSocket stream must stay well-formed.
@@ -1096,13 +1109,7 @@ impl Hub {
             return;
         }
         if !c.out.is_empty() || c.hb {
-            // A heartbeat is not market data: it does not make the connection busy.
-            let busy = c.busy;
-            self.push_id(id, self.hb_id, true);
-            if let Some(c) = self.conn_mut(id) {
-                c.busy = busy;
-            }
-            return;
+            return self.push_id(id, self.hb_id, Class::Heartbeat);
         }
         c.hb = true;
         c.queued += self.frames.get(self.hb_id).len();
@@ -1397,7 +1404,7 @@ impl Hub {
     }
 
     fn send_error(&mut self, id: ConnId, code: ErrorCode, instrument: InstrumentId, detail: u64) {
-        self.push(id, error_frame(ErrorMsg::new(code, instrument, detail)), false);
+        self.push(id, error_frame(ErrorMsg::new(code, instrument, detail)), Class::Exempt);
     }
 
     fn on_client_msg(&mut self, id: ConnId, payload: &[u8]) {
@@ -1413,7 +1420,7 @@ impl Hub {
             ClientMsg::Ping { nonce } => {
                 let mut p = Vec::with_capacity(md::HEARTBEAT_SIZE);
                 md::Heartbeat { nonce, server_ns: now_ns() }.encode(&mut p);
-                self.push(id, ws_frame(&p), false);
+                self.push(id, ws_frame(&p), Class::Exempt);
             }
             ClientMsg::Subscribe { instrument } => self.on_subscribe(id, instrument, 0),
             ClientMsg::SubscribeChannels { instrument, channels } => self.on_subscribe(id, instrument, channels),
@@ -1433,14 +1440,14 @@ impl Hub {
                         self.stats.resumes_replayed += 1;
                         let frames: Vec<Bytes> = ins.replay.iter().skip(k).map(|(_, _, f)| f.clone()).collect();
                         for f in frames {
-                            self.push(id, f, false);
+                            self.push(id, f, Class::Exempt);
                         }
                     }
                     None => {
                         self.stats.resumes_snapshot += 1;
                         self.send_error(id, ErrorCode::ResumeUnavailable, instrument, last_seq);
                         let s = self.snapshot(i);
-                        self.push(id, s, false);
+                        self.push(id, s, Class::Exempt);
                     }
                 }
             }
