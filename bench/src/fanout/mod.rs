@@ -279,14 +279,16 @@ struct Window {
     passes: Option<Passes>,
 }
 
-/// A Tickwire shard's write passes over a window: an update waits up to about one pass for its
-/// subscriber's write, so the pass time is the server's share of the fan-out latency.
+/// A Tickwire feed's write passes over a window (every shard's): an update waits up to about one
+/// pass for its subscriber's write, so the pass time is the server's share of the fan-out latency.
 #[derive(Clone, Copy, Default)]
 struct Passes {
+    /// Mean pass, over all shards' passes.
     avg_ms: f64,
-    /// Longest pass of the 1 s ticks sampled during the window.
+    /// Longest pass of any shard in the 1 s ticks sampled during the window.
     max_ms: f64,
-    /// Share of the time between the first and last sample spent in write passes.
+    /// Share of the time between the first and last sample a shard spent in write passes
+    /// (averaged over the shards).
     busy_pct: f64,
 }
 
@@ -298,9 +300,10 @@ struct PassCounters {
     ns_max: u64,
 }
 
-/// `GET /stats` from a Tickwire feed; `None` if it fails or a step of it (connect, each read)
-/// takes over 2 s (an overloaded shard answers between passes).
-fn pass_stats(port: u16) -> Option<PassCounters> {
+/// `GET /stats` from a Tickwire feed: the answering shard (`pid`, `shard`) and its counters;
+/// `None` if it fails or a step of it (connect, each read) takes over 2 s (an overloaded shard
+/// answers between passes).
+fn pass_stats(port: u16) -> Option<((u64, u64), PassCounters)> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -312,18 +315,44 @@ fn pass_stats(port: u16) -> Option<PassCounters> {
         let at = body.find(&key)? + key.len();
         body[at..].split([',', '}']).next()?.parse().ok()
     };
-    Some(PassCounters { passes: field("write_passes")?, ns_sum: field("write_pass_ns_sum")?, ns_max: field("write_pass_ns_max")? })
+    let shard = (field("pid")?, field("shard")?);
+    Some((shard, PassCounters { passes: field("write_passes")?, ns_sum: field("write_pass_ns_sum")?, ns_max: field("write_pass_ns_max")? }))
+}
+
+/// Every shard's counters on `port`, summed (`ns_max`: the largest): SO_REUSEPORT picks the shard
+/// that answers a connection, so it asks from new connections until each of the `shards` has
+/// answered, at most `4 × shards` times (`None` if one never did: no partial sums).
+fn all_pass_stats(port: u16, shards: usize) -> Option<PassCounters> {
+    let mut seen: Vec<((u64, u64), PassCounters)> = Vec::with_capacity(shards);
+    for _ in 0..4 * shards.max(1) {
+        if let Some((id, p)) = pass_stats(port) {
+            if !seen.iter().any(|(s, _)| *s == id) {
+                seen.push((id, p));
+            }
+        }
+        if seen.len() >= shards.max(1) {
+            let mut t = PassCounters { passes: 0, ns_sum: 0, ns_max: 0 };
+            for (_, p) in &seen {
+                t.passes += p.passes;
+                t.ns_sum += p.ns_sum;
+                t.ns_max = t.ns_max.max(p.ns_max);
+            }
+            return Some(t);
+        }
+    }
+    None
 }
 
 /// Samples a feed's write passes about every 0.9 s (`write_pass_ns_max` is a per-tick gauge, 1 s
 /// ticks) on its own thread, so a slow answer never stretches the clients' window.
 struct PassPoller {
+    shards: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<Vec<(Instant, PassCounters)>>,
 }
 
 impl PassPoller {
-    fn start(port: u16) -> PassPoller {
+    fn start(port: u16, shards: usize) -> PassPoller {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -332,7 +361,7 @@ impl PassPoller {
             // Bounded: one sample per 0.9 s until stopped (a window is seconds long).
             loop {
                 let stopping = flag.load(Ordering::Acquire);
-                if let Some(p) = pass_stats(port) {
+                if let Some(p) = all_pass_stats(port, shards) {
                     v.push((Instant::now(), p));
                 }
                 if stopping {
@@ -344,7 +373,7 @@ impl PassPoller {
                 }
             }
         });
-        PassPoller { stop, thread }
+        PassPoller { shards: shards.max(1), stop, thread }
     }
 
     /// Stops and sums up the samples (`None` with fewer than two, or no pass between them).
@@ -356,7 +385,8 @@ impl PassPoller {
             avg_ms: b.ns_sum.saturating_sub(a.ns_sum) as f64 / (b.passes - a.passes) as f64 / 1e6,
             // The first sample's gauge is the tick before the window.
             max_ms: v.iter().skip(1).map(|x| x.1.ns_max).max().unwrap_or(0) as f64 / 1e6,
-            busy_pct: b.ns_sum.saturating_sub(a.ns_sum) as f64 / 1e9 / (t1 - t0).as_secs_f64().max(1e-9) * 100.0,
+            busy_pct: b.ns_sum.saturating_sub(a.ns_sum) as f64 / 1e9 / (t1 - t0).as_secs_f64().max(1e-9) * 100.0
+                / self.shards as f64,
         })
     }
 }
@@ -367,8 +397,9 @@ impl Window {
     }
 }
 
-/// Runs one window at `rate`; `stats_port`: a Tickwire feed to read its write passes from.
-fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f64, stats_port: Option<u16>) -> Result<Window, String> {
+/// Runs one window at `rate`; `stats_port`: a Tickwire feed (port, shards) to read its write
+/// passes from.
+fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f64, stats_port: Option<(u16, usize)>) -> Result<Window, String> {
     srv.send(&format!("RATE {rate}"));
     std::thread::sleep(Duration::from_secs_f64(warmup));
     for c in clients.iter_mut() {
@@ -377,7 +408,7 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
     let t0 = Instant::now();
     let s0 = cpu(srv.pid());
     let c0: f64 = clients.iter().map(|c| cpu(c.pid())).sum();
-    let poller = stats_port.map(PassPoller::start);
+    let poller = stats_port.map(|(port, shards)| PassPoller::start(port, shards));
     std::thread::sleep(Duration::from_secs_f64(secs));
     for c in clients.iter_mut() {
         c.send("REPORT");
@@ -484,8 +515,7 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     };
     rep.add(BENCH, "rss_per_sub_bytes", rss1.saturating_sub(rss0) as f64 / k as f64, "bytes", &tags(&[]));
 
-    // With several shards, SO_REUSEPORT picks which one answers each /stats: no per-window deltas.
-    let stats_port = (kind == "tickwire" && shards == 1).then_some(port);
+    let stats_port = (kind == "tickwire").then_some((port, shards.max(1)));
     let w = measure(&mut srv, &mut clients, plan.fixed_rate, plan.fixed_warmup_secs, plan.fixed_secs, stats_port)?;
     let fixed = tags(&[("phase", "fixed".into()), ("rate", plan.fixed_rate.to_string())]);
     report_window(rep, &w, &fixed);
