@@ -52,6 +52,18 @@ pub enum SlowPolicy {
     Disconnect,
 }
 
+impl std::str::FromStr for SlowPolicy {
+    type Err = String;
+    /// `conflate` or `disconnect` (the names in config files and flags).
+    fn from_str(s: &str) -> Result<SlowPolicy, String> {
+        match s {
+            "conflate" => Ok(SlowPolicy::Conflate),
+            "disconnect" => Ok(SlowPolicy::Disconnect),
+            _ => Err(format!("unknown slow-consumer policy {s:?} (conflate, disconnect)")),
+        }
+    }
+}
+
 /// Limits and policies of one shard.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -91,6 +103,23 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
+    /// Least `budget_bytes` a configuration may set. Any budget works (a frame always enters an
+    /// empty queue), but under a page nearly every burst would conflate: a unit mistake.
+    pub const BUDGET_BYTES_MIN: usize = 4096;
+    /// Most `budget_bytes` a configuration may set: the budget is what bounds a slow
+    /// subscriber's memory, so a huge one would quietly switch that protection off.
+    pub const BUDGET_BYTES_MAX: usize = 1 << 30;
+
+    /// Whether `b` is within [`HubConfig::BUDGET_BYTES_MIN`]..=[`HubConfig::BUDGET_BYTES_MAX`];
+    /// `Err` says the bounds.
+    pub fn check_budget_bytes(b: usize) -> Result<(), String> {
+        if (Self::BUDGET_BYTES_MIN..=Self::BUDGET_BYTES_MAX).contains(&b) {
+            Ok(())
+        } else {
+            Err(format!("{b} is outside {}..={} bytes", Self::BUDGET_BYTES_MIN, Self::BUDGET_BYTES_MAX))
+        }
+    }
+
     /// Defaults for `instruments` (see docs/market-data.md).
     pub fn new(instruments: Vec<InstrumentId>) -> HubConfig {
         HubConfig {

@@ -42,18 +42,32 @@ fn bad_key_files_are_refused_at_start() {
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains("--read-key-file") && err.contains(why), "{name}: {err}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire-feed"))
-        .args(["--demo", "--listen", "127.0.0.1:0", "--read-key-file", "/nonexistent/keys"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // `--duration` bounds the run even if a regression accepted the file.
+    let out = feed_cmd(&PathBuf::from("/nonexistent/keys")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--read-key-file /nonexistent/keys"), "{err}");
+    let out = feed_cmd(&PathBuf::from("/nonexistent/keys")).args(["--budget", "100"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("--budget 100 is outside"), "{err}");
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
 fn a_key_file_guards_the_port() {
     let p = key_file("good", "# readers\n  reader-1  \nreader-2\n");
-    let mut child = feed_cmd(&p).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = Reap(feed_cmd(&p).stderr(Stdio::piped()).spawn().unwrap());
+    let pid = child.0.id();
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     // Bounded: the first line is the listening address (or the child died and lines end).
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     let _ = std::fs::remove_file(&p);
@@ -61,17 +75,13 @@ fn a_key_file_guards_the_port() {
         .strip_prefix("tickwire-feed: listening on ")
         .and_then(|r| r.split_whitespace().next())
         .and_then(|a| a.parse().ok());
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        panic!("no address in {first:?}");
-    };
+    let addr = addr.unwrap_or_else(|| panic!("no address in {first:?}"));
     let refused = http_get(addr, "/stats");
     let with_key = http_get(addr, "/stats?key=reader-1");
     let second = http_get(addr, "/snapshot?instrument=1&key=reader-2");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     assert!(with_key.starts_with("HTTP/1.1 200"), "{with_key}");
-    assert!(with_key.contains(&format!("\"pid\":{},\"shard\":0,", child.id())), "{with_key}");
+    assert!(with_key.contains(&format!("\"pid\":{pid},\"shard\":0,")), "{with_key}");
     assert!(second.starts_with("HTTP/1.1 200"), "{second}");
 }

@@ -444,8 +444,12 @@ impl ServerConfig {
         }
         let feed = match f.feed {
             None => d.feed.clone(),
-            Some(fd) if fd.enabled == Some(false) => None,
-            Some(fd) => Some(feed_settings(fd)?),
+            // Checked even when disabled: a typo should not wait for the day it is enabled.
+            Some(fd) => {
+                let enabled = fd.enabled != Some(false);
+                let f = feed_settings(fd)?;
+                enabled.then_some(f)
+            }
         };
         Ok(ServerConfig {
             listen: parse_addr(server.listen, d.listen, "server.listen")?,
@@ -500,7 +504,7 @@ fn parse_addr(s: Option<String>, dflt: SocketAddr, what: &str) -> Result<SocketA
 }
 
 /// `[feed]` with defaults filled in; refuses an unknown backend or policy, a malformed or empty
-/// read-key list, or a budget under [`MIN_FEED_BUDGET_BYTES`].
+/// read-key list, or a budget outside `HubConfig::check_budget_bytes`.
 fn feed_settings(fd: FeedSection) -> Result<FeedSettings, ServerConfigError> {
     let mut f = FeedSettings::new(parse_addr(fd.listen, addr("127.0.0.1:9002"), "feed.listen")?);
     f.shards = fd.shards.unwrap_or(1).max(1);
@@ -520,27 +524,18 @@ fn feed_settings(fd: FeedSection) -> Result<FeedSettings, ServerConfigError> {
         f.read_keys = keys;
     }
     if let Some(b) = fd.budget_bytes {
-        if b < MIN_FEED_BUDGET_BYTES {
-            return Err(ServerConfigError(format!("feed.budget_bytes {b} is under {MIN_FEED_BUDGET_BYTES}")));
-        }
+        HubConfig::check_budget_bytes(b).map_err(|e| ServerConfigError(format!("feed.budget_bytes {e}")))?;
         f.budget_bytes = b;
     }
     if let Some(p) = fd.slow {
-        f.slow_policy = match p.as_str() {
-            "conflate" => SlowPolicy::Conflate,
-            "disconnect" => SlowPolicy::Disconnect,
-            _ => return Err(ServerConfigError(format!("feed.slow: unknown {p:?} (conflate, disconnect)"))),
-        };
+        f.slow_policy = p.parse().map_err(|e| ServerConfigError(format!("feed.slow: {e}")))?;
     }
     if let Some(r) = fd.replay_msgs {
-        f.replay_msgs = r.max(1);
+        // 0: no replay window (a Resume always gets a snapshot), as in `tickwire-feed --replay 0`.
+        f.replay_msgs = r;
     }
     Ok(f)
 }
-
-/// Least `feed.budget_bytes`. Any budget works (a frame always enters an empty queue), but under
-/// a page nearly every burst would conflate: almost certainly a unit mistake.
-const MIN_FEED_BUDGET_BYTES: usize = 4096;
 
 fn hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
@@ -685,12 +680,19 @@ mod tests {
         assert_eq!(sc.hub.read_keys, c.read_keys);
         assert_eq!((sc.hub.budget_bytes, sc.hub.slow_policy, sc.hub.replay_msgs), (65536, SlowPolicy::Disconnect, 100));
         assert_eq!(ServerConfig::parse(&format!("[feed]\nenabled = false\n{keys}")).unwrap().feed, None);
+        assert!(
+            ServerConfig::parse(&format!("[feed]\nenabled = false\nbackend = \"kqueue\"\n{keys}")).is_err(),
+            "a disabled section is still checked"
+        );
+        let r = ServerConfig::parse(&format!("[feed]\nreplay_msgs = 0\n{keys}")).unwrap().feed.unwrap();
+        assert_eq!(r.replay_msgs, 0, "0: no replay window");
         for bad in [
             "backend = \"kqueue\"",
             "read_keys = []",
             "read_keys = [\"has space\"]",
             "read_keys = [\"\"]",
             "budget_bytes = 100",
+            "budget_bytes = 1099511627776",
             "slow = \"drop\"",
             "listen = \"nowhere\"",
         ] {

@@ -154,6 +154,10 @@ struct Parts {
 }
 
 fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
+    // Before recovery, which can take long: a backend this machine refuses fails at once.
+    if let Some(f) = &cfg.feed {
+        f.backend.available().map_err(|e| ServerError(format!("feed.backend {}: {e}", f.backend)))?;
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(err(&format!("data directory {}", cfg.data_dir.display())))?;
     let jcfg = JournalConfig {
         durability: cfg.durability,
@@ -188,7 +192,6 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
         None => None,
         Some(f) => {
             let ids = cfg.engine.instruments.iter().map(|i| i.id).collect();
-            f.backend.available().map_err(|e| ServerError(format!("feed.backend {}: {e}", f.backend)))?;
             let fc = FeedConfig { listen: f.listen, shards: f.shards, shard: f.shard_config(ids) };
             Some(
                 Feed::spawn_seeded(fc, tickwire_feed::seed_from_engine(&engine))

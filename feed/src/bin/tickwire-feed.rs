@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tickwire_core::{Command, Engine, EngineConfig, InstrumentConfig, OrderType, Side};
-use tickwire_feed::{FeedShard, HubConfig, ShardConfig, ShmSource, SlowPolicy};
+use tickwire_feed::{FeedShard, HubConfig, ShardConfig, ShmSource};
 
 #[derive(Parser, Debug)]
 #[command(name = "tickwire-feed", about = "Tickwire market-data feed shard (WebSocket)")]
@@ -32,13 +32,13 @@ struct Args {
     /// Instruments served (comma-separated ids).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     instruments: Vec<u32>,
-    /// Outbound budget per connection (bytes).
+    /// Outbound budget per connection (bytes, 4096 ..= 1 GiB).
     #[arg(long, default_value_t = 4 << 20)]
     budget: usize,
     /// Slow-consumer policy: conflate or disconnect.
     #[arg(long, default_value = "conflate")]
     slow: String,
-    /// Replay window per instrument (messages).
+    /// Replay window per instrument (messages; 0: none, Resume always gets a snapshot).
     #[arg(long, default_value_t = 4096)]
     replay: usize,
     /// Polling interval of the shm ring (microseconds).
@@ -67,13 +67,10 @@ fn main() {
 
 fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut hub = HubConfig::new(a.instruments.clone());
+    HubConfig::check_budget_bytes(a.budget).map_err(|e| format!("--budget {e}"))?;
     hub.budget_bytes = a.budget;
     hub.replay_msgs = a.replay;
-    hub.slow_policy = match a.slow.as_str() {
-        "conflate" => SlowPolicy::Conflate,
-        "disconnect" => SlowPolicy::Disconnect,
-        s => return Err(format!("--slow {s}: expected conflate or disconnect").into()),
-    };
+    hub.slow_policy = a.slow.parse().map_err(|e| format!("--slow: {e}"))?;
     if let Some(path) = &a.read_key_file {
         let text = std::fs::read_to_string(path).map_err(|e| format!("--read-key-file {}: {e}", path.display()))?;
         for (n, line) in text.lines().enumerate() {

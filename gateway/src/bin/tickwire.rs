@@ -104,6 +104,9 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(l) = a.listen {
         cfg.listen = l;
     }
+    if (cfg.feed.is_none() || a.no_feed) && (a.feed_listen.is_some() || a.feed_backend.is_some()) {
+        eprintln!("tickwire: the feed is off (--no-feed or [feed] enabled = false): --feed-listen / --feed-backend ignored");
+    }
     if a.no_feed {
         cfg.feed = None;
     } else if let Some(f) = cfg.feed.as_mut() {
