@@ -321,10 +321,11 @@ fn pass_stats(port: u16) -> Option<((u64, u64), PassCounters)> {
 
 /// Every shard's counters on `port`, summed (`ns_max`: the largest): SO_REUSEPORT picks the shard
 /// that answers a connection, so it asks from new connections until each of the `shards` has
-/// answered, at most `4 × shards` times (`None` if one never did: no partial sums).
+/// answered, at most `16 × shards` times (`None` if one never did: no partial sums; with 2
+/// shards that is a chance of 2^-31 per sample, with 8 about 3 in 10^7).
 fn all_pass_stats(port: u16, shards: usize) -> Option<PassCounters> {
     let mut seen: Vec<((u64, u64), PassCounters)> = Vec::with_capacity(shards);
-    for _ in 0..4 * shards.max(1) {
+    for _ in 0..16 * shards.max(1) {
         if let Some((id, p)) = pass_stats(port) {
             if !seen.iter().any(|(s, _)| *s == id) {
                 seen.push((id, p));
