@@ -1,5 +1,6 @@
 //! Runs tools/python/md_subscriber.py (written only from docs/market-data.md) against a real
-//! shard: its book must equal the engine's and it must see no gap and no checksum failure.
+//! shard that requires a read key: its book must equal the engine's and it must see no gap and
+//! no checksum failure.
 //! Skipped (with a message) when python3 or its `websockets` package is missing.
 
 mod common;
@@ -34,10 +35,18 @@ fn python_subscriber_keeps_the_engine_book() {
     }
     let mut cfg = FeedConfig::new("127.0.0.1:0".parse().unwrap(), vec![1, 2]);
     cfg.shard.tick = Duration::from_millis(50);
+    // A feed with a read key: the script sends it as the docs say (subprotocol tickwire-key.KEY).
+    cfg.shard.hub.read_keys = vec!["py-reader_1".into()];
     let feed = Feed::spawn(cfg).unwrap();
+    let key = std::env::temp_dir().join(format!("tickwire-py-key-{}", std::process::id()));
+    std::fs::write(&key, "# the feed's read key
+py-reader_1
+").unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/python/md_subscriber.py");
     let child = Proc::new("python3")
         .args([script, "--url", &format!("ws://{}/md", feed.local_addr()), "--instruments", "1,2", "--until-halted", "--duration", "60"])
+        .arg("--key-file")
+        .arg(&key)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -77,6 +86,7 @@ fn python_subscriber_keeps_the_engine_book() {
     feed.publish(&batch);
 
     let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&key);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "python subscriber failed: {:?}\n{stdout}\n{stderr}", out.status);

@@ -7,6 +7,8 @@ matches, and on a problem sends Resume(last good seq).
 
     python3 tools/python/md_subscriber.py --url ws://127.0.0.1:9100/md --instruments 1,2 --count 1000
 
+With `--key-file PATH` it sends the read key of a feed that requires one.
+
 Exit status: 0 if no gap and no checksum failure was seen, 1 otherwise, 2 on a usage/connection
 error. At the end it prints one JSON line per instrument with its book, then a summary line.
 """
@@ -142,11 +144,24 @@ class Subscriber:
         return client_msg(RESUME, instrument, last)
 
 
+def read_key(path):
+    """The first line of `path` that is neither blank nor a # comment, trimmed."""
+    with open(path) as f:
+        for line in f:
+            k = line.strip()
+            if k and not k.startswith("#"):
+                return k
+    raise OSError(f"{path}: no key in it")
+
+
 async def run(args):
     instruments = [int(x) for x in args.instruments.split(",") if x]
     sub = Subscriber(instruments)
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
-    async with websockets.connect(args.url, max_size=None, compression=None) as ws:
+    # A read key travels as the subprotocol "tickwire-key.KEY" (docs: Access: read keys), not in
+    # the URL, so it stays out of logs.
+    protocols = ["tickwire-key." + read_key(args.key_file)] if args.key_file else None
+    async with websockets.connect(args.url, max_size=None, compression=None, subprotocols=protocols) as ws:
         for i in instruments:
             await ws.send(client_msg(SUBSCRIBE, i))
         while True:
@@ -181,6 +196,7 @@ def main():
     ap.add_argument("--count", type=int, default=0, help="stop after this many sequenced messages")
     ap.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
     ap.add_argument("--until-halted", action="store_true", help="stop once every instrument is halted")
+    ap.add_argument("--key-file", help="file holding the feed's read key (first non-comment line)")
     args = ap.parse_args()
     try:
         sys.exit(asyncio.run(run(args)))

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tickwire_core::Side;
 use tickwire_protocol::md::sync::{Applied, InstrumentSync, SyncError};
 use tickwire_protocol::md::{ClientMsg, ErrorCode, ServerMsg};
+use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
 #[derive(Parser, Debug)]
@@ -45,6 +46,11 @@ struct Args {
     /// Exit with status 2 if any gap or checksum failure was seen.
     #[arg(long)]
     strict: bool,
+    /// File holding the feed's read key (its first line that is neither blank nor a `#`
+    /// comment), for a feed that requires one; sent as the WebSocket subprotocol
+    /// `tickwire-key.KEY`, so it shows neither in `ps` nor in the URL.
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -86,14 +92,29 @@ fn main() {
 
 fn host_port(url: &str) -> Result<String, String> {
     let rest = url.strip_prefix("ws://").ok_or("only ws:// URLs are supported")?;
-    Ok(rest.split('/').next().unwrap_or(rest).to_string())
+    Ok(rest.split(['/', '?']).next().unwrap_or(rest).to_string())
+}
+
+/// The first line of `path` that is neither blank nor a `#` comment, trimmed.
+fn read_key(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--key-file {}: {e}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("--key-file {}: no key in it", path.display()))
 }
 
 fn run(a: &Args) -> Result<Stats, Box<dyn std::error::Error>> {
     let stream = TcpStream::connect(host_port(&a.url)?)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let (mut ws, _) = tungstenite::client(a.url.as_str(), stream)?;
+    let mut req = a.url.as_str().into_client_request()?;
+    if let Some(p) = &a.key_file {
+        let proto = format!("tickwire-key.{}", read_key(p)?);
+        req.headers_mut().insert("Sec-WebSocket-Protocol", proto.parse()?);
+    }
+    let (mut ws, _) = tungstenite::client(req, stream)?;
     for &i in &a.instruments {
         send(&mut ws, ClientMsg::Subscribe { instrument: i })?;
     }
