@@ -18,7 +18,7 @@ impl Reap {
         let child = self.0.as_mut().unwrap();
         while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(60) {
             *seq += 1;
-            let side = if *seq % 2 == 0 { Side::Buy } else { Side::Sell };
+            let side = if seq.is_multiple_of(2) { Side::Buy } else { Side::Sell };
             // Alternating sides around 10 000, one tick apart: rests and trades.
             let price = if side == Side::Buy { 10_000 + (*seq % 3) as i64 } else { 10_000 + (*seq % 5) as i64 - 1 };
             let cmd = Command::new_order(1 + (*seq % 4) as u32, 1, *seq, side, OrderType::LimitGtc, Some(price), 1 + *seq % 7, None);
