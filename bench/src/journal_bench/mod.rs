@@ -47,6 +47,11 @@ pub struct JournalArgs {
     /// Use /dev/shm (tmpfs: measures the CPU side only; fdatasync is a no-op there).
     #[arg(long, conflicts_with = "dir")]
     pub shm: bool,
+    /// Wait profile of the ack-latency run, as `tickwire serve --latency-profile`: `default`
+    /// (backoff engine, journaler sleeps when idle) or `low` (yielding engine, journaler spins
+    /// for up to `spin_us` after each group). The other runs are unaffected.
+    #[arg(long, value_name = "default|low", default_value = "default")]
+    pub latency_profile: String,
 }
 
 /// Sizes of one run.
@@ -207,6 +212,12 @@ fn us(ns: f64) -> String {
 pub fn run(a: &JournalArgs) {
     let c = &a.common;
     let plan = Plan::new(c.quick);
+    // The ack run's waits: the same profiles, and the same code choosing them, as `tickwire serve`.
+    let mut wait = tickwire_gateway::config::WaitSettings::default();
+    if let Err(e) = wait.apply_profile(&a.latency_profile) {
+        eprintln!("tickwire-bench journal: --latency-profile: {e}");
+        std::process::exit(2);
+    }
     let mut r = Report::new(c.json);
     let t0 = Instant::now();
     let (base, kind) = match (&a.dir, a.shm) {
@@ -288,13 +299,17 @@ pub fn run(a: &JournalArgs) {
     // --- 4. ack latency (sync) ----------------------------------------------------------------------
     let ack = {
         let d = BenchDir::new(&base, "ack");
-        pipe::ack_latency(&w, &d.0, plan.ack_rate, plan.ack_secs)
+        pipe::ack_latency(&w, &d.0, plan.ack_rate, plan.ack_secs, &wait)
     };
     let mut ack_p99 = f64::NAN;
     match ack {
         Ok(l) => {
             let ex = |more: &[(&'static str, String)]| {
-                let mut v = vec![("rate", plan.ack_rate.to_string()), ("mode", "sync".to_string())];
+                let mut v = vec![
+                    ("rate", plan.ack_rate.to_string()),
+                    ("mode", "sync".to_string()),
+                    ("profile", a.latency_profile.clone()),
+                ];
                 v.extend_from_slice(more);
                 v
             };
@@ -384,9 +399,9 @@ pub fn run(a: &JournalArgs) {
     );
     goal("replay >= 5 M commands/s", replay_rate >= 5e6, format!("{:.2} M/s (validate + replay)", replay_rate / 1e6));
     goal(
-        "sync ack p99 <= fdatasync p99 + 50 us",
+        &format!("sync ack p99 <= fdatasync p99 + 50 us (profile {})", a.latency_profile),
         ack_p99 <= fs99 + 50_000.0,
-        format!("ack p99 {} vs fdatasync p99 {} + 50 us", us(ack_p99), us(fs99)),
+        format!("ack p99 {} vs fdatasync p99 {} + 50 us; {}", us(ack_p99), us(fs99), wait.describe()),
     );
     r.note(&format!(
         "  (info) snapshot pause: longest command delay during the snapshot minus outside it: {}",

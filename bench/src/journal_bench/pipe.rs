@@ -8,7 +8,8 @@ use crate::match_bench::{engine_config, prefilled_engine};
 use crate::workload::{self, Workload};
 use hdrhistogram::Histogram;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tickwire_gateway::config::WaitSettings;
 use tickwire_core::pipeline::{EventConsumer, Pipeline, PipelineConfig};
 use tickwire_core::ring::WaitStrategyKind;
 use tickwire_core::{Command, Engine, OrderType, Seq, Side};
@@ -34,7 +35,8 @@ pub const THROUGHPUT_MAX_BATCH: usize = 16_384;
 /// Pipeline around `engine`, journaler (`sync`, default segments, groups of at most `max_batch`)
 /// on `dir` from the engine's next sequence, one event consumer (gated on the durable sequence if
 /// `gated`). `wait`: the engine's and consumers' wait strategy.
-fn start(engine: Engine, dir: &Path, gated: bool, max_batch: usize, wait: WaitStrategyKind) -> Result<Rig, String> {
+/// `idle_spin`: the journaler's spin after each group (`Journaler::spawn_with_idle_spin`).
+fn start(engine: Engine, dir: &Path, gated: bool, max_batch: usize, wait: WaitStrategyKind, idle_spin: Duration) -> Result<Rig, String> {
     let first = engine.last_cmd_seq() + 1;
     let jcfg = JournalConfig { max_batch, ..JournalConfig::new(dir) };
     let writer = JournalWriter::create(jcfg, first).map_err(|e| e.to_string())?;
@@ -44,7 +46,7 @@ fn start(engine: Engine, dir: &Path, gated: bool, max_batch: usize, wait: WaitSt
     cfg.wait = wait;
     let (mut p, mut consumers) = Pipeline::start_with_engine(engine, cfg, 1).map_err(|e| e.to_string())?;
     let side = p.take_inbound_side_consumers().pop().ok_or("no inbound side consumer")?;
-    let journaler = Journaler::spawn(writer, side).map_err(|e| e.to_string())?;
+    let journaler = Journaler::spawn_with_idle_spin(writer, side, idle_spin).map_err(|e| e.to_string())?;
     let mut cons = consumers.pop().ok_or("no consumer")?;
     if gated {
         cons.set_durable(journaler.durable().sequence());
@@ -71,7 +73,7 @@ pub fn throughput(w: &Workload, dir: &Path) -> Result<Throughput, String> {
     write_snapshot(dir, &engine.snapshot()).map_err(|e| e.to_string())?;
     let main = w.main_cmds();
     let n = main.len() as u64;
-    let mut rig = start(engine, dir, true, THROUGHPUT_MAX_BATCH, WaitStrategyKind::Yielding { spins: 1000 })?;
+    let mut rig = start(engine, dir, true, THROUGHPUT_MAX_BATCH, WaitStrategyKind::Yielding { spins: 1000 }, Duration::ZERO)?;
     let mut prod = rig.p.producer();
     let window = (prod.capacity() as u64 / 2).min(16_384);
     let (mut sent, mut done) = (0u64, 0u64);
@@ -118,12 +120,13 @@ pub struct Latency {
 /// Open loop at `rate`: command `i` is due at `start + i/rate`; its latency is the time its last
 /// event reached the consumer (gated on the durable sequence) minus its due time. The first 10%
 /// are warm-up.
-pub fn ack_latency(w: &Workload, dir: &Path, rate: u64, secs: f64) -> Result<Latency, String> {
+/// The engine and journaler wait as `tickwire serve` does under `wait`'s profile (default: the
+/// backoff strategy, spin then yield then sleep, since with more threads than CPUs a spinning
+/// matcher would keep the journaler off the CPU).
+pub fn ack_latency(w: &Workload, dir: &Path, rate: u64, secs: f64, wait: &WaitSettings) -> Result<Latency, String> {
     let main = w.main_cmds();
     let m = ((rate as f64 * secs) as usize).min(main.len());
-    // The server's default wait strategy (spin, yield, then sleep): with more threads than CPUs a
-    // spinning matcher would keep the journaler off the CPU.
-    let mut rig = start(prefilled_engine(w), dir, true, JournalConfig::DEFAULT_MAX_BATCH, WaitStrategyKind::default())?;
+    let mut rig = start(prefilled_engine(w), dir, true, JournalConfig::DEFAULT_MAX_BATCH, wait.engine_wait(), wait.journal_spin())?;
     let mut prod = rig.p.producer();
     let mut h = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).map_err(|e| e.to_string())?;
     let clock = Instant::now();
@@ -236,7 +239,7 @@ pub fn snapshot_pause(w: &Workload, dir: &Path, resting: usize, rate: u64, secs:
     let orders = engine.resting_orders() as u64;
     let main = w.main_cmds();
     let m = ((rate as f64 * secs) as usize).min(main.len());
-    let mut rig = start(engine, dir, false, JournalConfig::DEFAULT_MAX_BATCH, WaitStrategyKind::default())?;
+    let mut rig = start(engine, dir, false, JournalConfig::DEFAULT_MAX_BATCH, WaitStrategyKind::default(), Duration::ZERO)?;
     // The shadow runs on the client's CPU (0), away from the matcher's (the last), at nice 10.
     let scfg = SnapshotConfig {
         every_commands: 0,
