@@ -2,11 +2,14 @@
 //! with the reason; a good one guards the port (401 without a key, the answer with one), and
 //! `/stats` names the process.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "support/http_get.rs"]
+mod http_get;
+
+use http_get::http_get;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn key_file(name: &str, text: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("tickwire-feed-keys-{}-{name}", std::process::id()));
@@ -18,15 +21,6 @@ fn feed_cmd(keys: &PathBuf) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tickwire-feed"));
     c.args(["--demo", "--listen", "127.0.0.1:0", "--duration", "60", "--read-key-file"]).arg(keys);
     c
-}
-
-fn http_get(addr: SocketAddr, target: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = s.take(1 << 20).read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]

@@ -3,22 +3,13 @@
 
 mod server_util;
 
-use server_util::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-use tickwire_feed::BackendKind;
+#[path = "../../feed/tests/support/http_get.rs"]
+mod http_get;
 
-/// One plain HTTP GET (the feed answers once and closes); the whole response.
-fn http_get(addr: SocketAddr, target: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    // Bounded: the server closes after its answer; a timeout fails the test below.
-    let _ = s.take(1 << 20).read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
+use http_get::http_get;
+use server_util::*;
+use std::net::SocketAddr;
+use tickwire_feed::BackendKind;
 
 #[test]
 fn feed_section_sets_backend_and_read_keys() {
