@@ -106,14 +106,15 @@ fn read_key(path: &std::path::Path) -> Result<String, String> {
 }
 
 fn run(a: &Args) -> Result<Stats, Box<dyn std::error::Error>> {
-    let stream = TcpStream::connect(host_port(&a.url)?)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // The request first: a bad URL or key file is reported before anything is connected.
     let mut req = a.url.as_str().into_client_request()?;
     if let Some(p) = &a.key_file {
         let proto = format!("tickwire-key.{}", read_key(p)?);
         req.headers_mut().insert("Sec-WebSocket-Protocol", proto.parse()?);
     }
+    let stream = TcpStream::connect(host_port(&a.url)?)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
     let (mut ws, _) = tungstenite::client(req, stream)?;
     for &i in &a.instruments {
         send(&mut ws, ClientMsg::Subscribe { instrument: i })?;
