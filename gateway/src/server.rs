@@ -134,9 +134,10 @@ type Ready = mpsc::Sender<Result<(StartInfo, StopHandle), ServerError>>;
 /// Timer slack of the event-loop thread: how late the kernel may end its timed sleeps (Linux's
 /// default is 50 µs). Its idle step while a command is in flight is a "50 µs" sleep that took
 /// ~130 µs p50 on the development VM with the default slack and ~80 µs with 1 ns (the rest is the
-/// VM's timer path); docs/server.md. Only this thread: the engine and the journaler keep the
-/// default, since tighter sleeps in their backoffs made the journal benchmark's ack latency worse
-/// on 2 vCPUs (more wake-ups competing with the other busy threads); docs/benchmarks.md.
+/// VM's timer path); docs/server.md. Only this thread, so it is set after the others have started
+/// (a thread inherits its creator's slack): the engine and the journaler keep the default, since
+/// tighter sleeps in their backoffs made the journal benchmark's ack latency worse on 2 vCPUs
+/// (more wake-ups competing with the other busy threads); docs/benchmarks.md.
 const LOOP_TIMER_SLACK_NS: u64 = 1_000;
 
 /// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`; Linux only, elsewhere nothing).
@@ -155,9 +156,6 @@ fn set_timer_slack_ns(ns: u64) {
 }
 
 fn run(cfg: ServerConfig, ready: Ready) -> Result<FinalReport, ServerError> {
-    // The event loop's idle step (a ~50 µs sleep while a command is in flight) is on every
-    // acknowledgement's path.
-    set_timer_slack_ns(LOOP_TIMER_SLACK_NS);
     match start_parts(&cfg) {
         Err(e) => {
             let _ = ready.send(Err(ServerError(e.0.clone())));
@@ -273,6 +271,10 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
 fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
     let Parts { info, mut lp, journaler, pipeline, feed, md_shm, log, snapshot_dir } = parts;
     let _ = ready.send(Ok((info, lp.stop_handle())));
+    // Set here, after every other thread was started (threads inherit their creator's slack):
+    // the event loop's idle step (a ~50 µs sleep while a command is in flight) is on every
+    // acknowledgement's path.
+    set_timer_slack_ns(LOOP_TIMER_SLACK_NS);
     let run = lp.run();
     let stats = lp.stats();
     drop(lp);
