@@ -531,7 +531,7 @@ fn feed_settings(fd: FeedSection) -> Result<FeedSettings, ServerConfigError> {
         f.slow_policy = p.parse().map_err(|e| ServerConfigError(format!("feed.slow: {e}")))?;
     }
     if let Some(r) = fd.replay_msgs {
-        // 0: no replay window (a Resume always gets a snapshot), as in `tickwire-feed --replay 0`.
+        // 0: no replay window (a Resume that is behind gets a snapshot), as in `tickwire-feed --replay 0`.
         f.replay_msgs = r;
     }
     Ok(f)

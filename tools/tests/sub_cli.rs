@@ -27,6 +27,10 @@ impl Reap {
             feed.publish(&evs);
             std::thread::sleep(Duration::from_millis(2));
         }
+        // Past the deadline the child is killed (its own --duration would stop it too).
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+        }
         self.0.take().unwrap().wait_with_output().unwrap()
     }
 }

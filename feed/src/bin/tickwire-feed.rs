@@ -38,7 +38,7 @@ struct Args {
     /// Slow-consumer policy: conflate or disconnect.
     #[arg(long, default_value = "conflate")]
     slow: String,
-    /// Replay window per instrument (messages; 0: none, Resume always gets a snapshot).
+    /// Replay window per instrument (messages; 0: none, a Resume behind gets a snapshot).
     #[arg(long, default_value_t = 4096)]
     replay: usize,
     /// Polling interval of the shm ring (microseconds).

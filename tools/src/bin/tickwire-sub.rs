@@ -114,8 +114,11 @@ fn run(a: &Args) -> Result<Stats, Box<dyn std::error::Error>> {
     }
     let stream = TcpStream::connect(host_port(&a.url)?)?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // The handshake gets 10 s; after it, reads time out every 200 ms so the loop can check its
+    // duration and print statistics.
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let (mut ws, _) = tungstenite::client(req, stream)?;
+    ws.get_ref().set_read_timeout(Some(Duration::from_millis(200)))?;
     for &i in &a.instruments {
         send(&mut ws, ClientMsg::Subscribe { instrument: i })?;
     }
