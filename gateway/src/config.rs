@@ -495,6 +495,10 @@ impl ServerConfig {
     }
 }
 
+/// Most `feed.shards` (threads of the in-process feed; more subscribers than one process can
+/// hold need `tickwire-feed` shard processes, docs/server.md).
+const FEED_SHARDS_MAX: usize = 64;
+
 /// `s` parsed as an address, `dflt` when absent.
 fn parse_addr(s: Option<String>, dflt: SocketAddr, what: &str) -> Result<SocketAddr, ServerConfigError> {
     match s {
@@ -508,6 +512,10 @@ fn parse_addr(s: Option<String>, dflt: SocketAddr, what: &str) -> Result<SocketA
 fn feed_settings(fd: FeedSection) -> Result<FeedSettings, ServerConfigError> {
     let mut f = FeedSettings::new(parse_addr(fd.listen, addr("127.0.0.1:9002"), "feed.listen")?);
     f.shards = fd.shards.unwrap_or(1).max(1);
+    if f.shards > FEED_SHARDS_MAX {
+        // A thread and a listener each: a typo here would start thousands.
+        return Err(ServerConfigError(format!("feed.shards {} is over {FEED_SHARDS_MAX}", f.shards)));
+    }
     if let Some(b) = fd.backend {
         f.backend = b.parse().map_err(|e| ServerConfigError(format!("feed.backend: {e}")))?;
     }
@@ -695,6 +703,7 @@ mod tests {
             "budget_bytes = 1099511627776",
             "slow = \"drop\"",
             "listen = \"nowhere\"",
+            "shards = 65",
         ] {
             let e = ServerConfig::parse(&format!("[feed]\n{bad}\n{keys}")).unwrap_err();
             assert!(e.0.starts_with("feed."), "{bad}: {e}");
