@@ -7,8 +7,8 @@
 //!   `from <= start_ns < to` (defaults: everything), oldest first; the bucket still open comes last
 //!   with `"closed": false`.
 //! - `GET /stats`: the counters of the shard that answered, one JSON object of integers
-//!   (`HubStats`). With several shards on a port, SO_REUSEPORT picks the shard and the answer
-//!   does not say which; a process's total is `Feed::stats()`.
+//!   (`HubStats`) led by `pid` and `shard`, which name it: with several shards on a port,
+//!   SO_REUSEPORT picks the shard; a process's total is `Feed::stats()`.
 //!
 //! Errors are JSON `{"error": CODE, "detail": TEXT}` with 400 (bad parameter), 404 (unknown path or
 //! instrument), 405 (method other than GET), 431 (request over the size limit). The texts are
