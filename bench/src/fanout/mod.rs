@@ -324,20 +324,19 @@ fn pass_stats(port: u16) -> Option<((u64, u64), PassCounters)> {
 /// answered, at most `16 × shards` times (`None` if one never did: no partial sums; with 2
 /// shards that is a chance of 2^-31 per sample, with 8 about 3 in 10^7).
 fn all_pass_stats(port: u16, shards: usize) -> Option<PassCounters> {
-    let mut seen: Vec<((u64, u64), PassCounters)> = Vec::with_capacity(shards);
-    for _ in 0..16 * shards.max(1) {
+    let want = shards.max(1);
+    let mut seen: Vec<(u64, u64)> = Vec::with_capacity(want);
+    let mut t = PassCounters { passes: 0, ns_sum: 0, ns_max: 0 };
+    for _ in 0..16 * want {
         if let Some((id, p)) = pass_stats(port) {
-            if !seen.iter().any(|(s, _)| *s == id) {
-                seen.push((id, p));
-            }
-        }
-        if seen.len() >= shards.max(1) {
-            let mut t = PassCounters { passes: 0, ns_sum: 0, ns_max: 0 };
-            for (_, p) in &seen {
+            if !seen.contains(&id) {
+                seen.push(id);
                 t.passes += p.passes;
                 t.ns_sum += p.ns_sum;
                 t.ns_max = t.ns_max.max(p.ns_max);
             }
+        }
+        if seen.len() == want {
             return Some(t);
         }
     }
