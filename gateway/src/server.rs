@@ -140,19 +140,25 @@ type Ready = mpsc::Sender<Result<(StartInfo, StopHandle), ServerError>>;
 /// (more wake-ups competing with the other busy threads); docs/benchmarks.md.
 const LOOP_TIMER_SLACK_NS: u64 = 1_000;
 
-/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`; Linux only, elsewhere nothing).
-fn set_timer_slack_ns(ns: u64) {
+/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`, Linux; elsewhere `Unsupported`).
+/// Threads it starts afterwards inherit the value, and so do processes it spawns (how
+/// `tickwire-bench gateway` runs its diagnostic servers).
+pub fn set_timer_slack_ns(ns: u64) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl(PR_SET_TIMERSLACK, value) reads only its integer arguments and changes
         // only the calling thread's timer slack; no memory is passed.
         let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns.max(1) as libc::c_ulong, 0, 0, 0) };
         if rc != 0 {
-            eprintln!("tickwire: could not set the event loop's timer slack: {}", std::io::Error::last_os_error());
+            return Err(std::io::Error::last_os_error());
         }
+        Ok(())
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = ns;
+    {
+        let _ = ns;
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
 }
 
 fn run(cfg: ServerConfig, ready: Ready) -> Result<FinalReport, ServerError> {
@@ -274,7 +280,9 @@ fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
     // Set here, after every other thread was started (threads inherit their creator's slack):
     // the event loop's idle step (a ~50 µs sleep while a command is in flight) is on every
     // acknowledgement's path.
-    set_timer_slack_ns(LOOP_TIMER_SLACK_NS);
+    if let Err(e) = set_timer_slack_ns(LOOP_TIMER_SLACK_NS) {
+        eprintln!("tickwire: could not set the event loop's timer slack: {e}");
+    }
     let run = lp.run();
     let stats = lp.stats();
     drop(lp);

@@ -127,11 +127,7 @@ impl ServerProc {
             None => cmd.spawn(),
             Some(ns) => std::thread::scope(|sc| {
                 sc.spawn(|| {
-                    // SAFETY: PR_SET_TIMERSLACK only sets this thread's timer slack; no pointers.
-                    let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
-                    if rc != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                    tickwire_gateway::server::set_timer_slack_ns(ns)?;
                     cmd.spawn()
                 })
                 .join()
