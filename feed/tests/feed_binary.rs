@@ -4,8 +4,11 @@
 
 #[path = "support/http_get.rs"]
 mod http_get;
+#[path = "support/reap.rs"]
+mod reap;
 
 use http_get::http_get;
+use reap::Reap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,22 +49,12 @@ fn bad_key_files_are_refused_at_start() {
     assert!(out.status.code() == Some(1) && err.contains("--budget 100 is outside"), "{err}");
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_key_file_guards_the_port() {
     let p = key_file("good", "# readers\n  reader-1  \nreader-2\n");
-    let mut child = Reap(feed_cmd(&p).stderr(Stdio::piped()).spawn().unwrap());
-    let pid = child.0.id();
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let mut child = Reap::new(feed_cmd(&p).stderr(Stdio::piped()).spawn().unwrap());
+    let pid = child.child().id();
+    let mut lines = BufReader::new(child.child().stderr.take().unwrap()).lines();
     // Bounded: the first line is the listening address (or the child died and lines end).
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
     let _ = std::fs::remove_file(&p);

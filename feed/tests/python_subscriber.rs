@@ -4,25 +4,16 @@
 //! Skipped (with a message) when python3 or its `websockets` package is missing.
 
 mod common;
+#[path = "support/reap.rs"]
+mod reap;
 
 use common::{engine, random_command, Rng};
+use reap::Reap;
 use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 use tickwire_core::engine::Level;
 use tickwire_core::{Command, CommandKind, Event, Side};
 use tickwire_feed::{Feed, FeedConfig};
-
-/// Kills the subscriber if the test ends before it does (a panic on the way).
-struct Reap(Option<std::process::Child>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn python_ready() -> bool {
     Proc::new("python3")
@@ -53,14 +44,15 @@ fn python_subscriber_keeps_the_engine_book() {
     let key = std::env::temp_dir().join(format!("tickwire-py-key-{}", std::process::id()));
     std::fs::write(&key, "# the feed's read key\npy-reader_1\n").unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/python/md_subscriber.py");
-    let mut child = Reap(Some(Proc::new("python3")
+    // Killed if the test ends before it does (a panic on the way).
+    let child = Reap::new(Proc::new("python3")
         .args([script, "--url", &format!("ws://{}/md", feed.local_addr()), "--instruments", "1,2", "--until-halted", "--duration", "60"])
         .arg("--key-file")
         .arg(&key)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()));
+        .unwrap());
     // Wait for the connection so most of the flow arrives as deltas.
     let t0 = Instant::now();
     while feed.stats().open == 0 && t0.elapsed() < Duration::from_secs(10) {
@@ -95,7 +87,7 @@ fn python_subscriber_keeps_the_engine_book() {
     }
     feed.publish(&batch);
 
-    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let _ = std::fs::remove_file(&key);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
