@@ -2,9 +2,11 @@
 //!
 //! [`AgentRunner::start`] spawns the thread, pins it to a CPU when one is configured (a failed
 //! pin is logged to stderr and the agent runs unpinned), then loops `do_work` + idle strategy
-//! until stopped; [`AgentRunner::join`] stops it and hands the agent back.
+//! until stopped; [`AgentRunner::join`] stops it and hands the agent back. An agent that names a
+//! [`Doorbell`] ([`Agent::doorbell`]) sleeps on it in its idle strategy's sleeping phase, so the
+//! producer that rings it wakes the agent at once ([`IdleStrategy::idle_on`]).
 
-use crate::ring::{IdleStrategy, WaitStrategyKind};
+use crate::ring::{Doorbell, IdleStrategy, WaitStrategyKind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +22,16 @@ pub trait Agent {
     fn on_start(&mut self) {}
     /// Called once on the agent's thread after the last `do_work` (stop requested).
     fn on_close(&mut self) {}
+    /// The doorbell rung when work arrives (e.g. its input ring consumer's), if any: the runner
+    /// then sleeps on it instead of plain sleeps, re-checking [`Agent::has_work`] first.
+    fn doorbell(&self) -> Option<Arc<Doorbell>> {
+        None
+    }
+    /// Whether `do_work` would find work now (cheap, no side effects; asked before parking on
+    /// the doorbell). The default says yes, which never parks.
+    fn has_work(&mut self) -> bool {
+        true
+    }
 }
 
 /// How an agent's thread runs.
@@ -38,6 +50,7 @@ const PIN_FAILED: u8 = 2;
 /// A running agent on its own thread.
 pub struct AgentRunner<A: Agent + Send + 'static> {
     stop: Arc<AtomicBool>,
+    bell: Option<Arc<Doorbell>>,
     pinned: Arc<AtomicU8>,
     handle: Option<JoinHandle<A>>,
     name: String,
@@ -55,6 +68,8 @@ impl<A: Agent + Send + 'static> AgentRunner<A> {
         let name = agent.name().to_string();
         let pinned = Arc::new(AtomicU8::new(PIN_NONE));
         let (stop2, pinned2) = (stop.clone(), pinned.clone());
+        let bell = agent.doorbell();
+        let bell2 = bell.clone();
         let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
             if let Some(cpu) = cfg.cpu {
                 let ok = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
@@ -70,12 +85,15 @@ impl<A: Agent + Send + 'static> AgentRunner<A> {
             // before asking is visible to the final `on_close`.
             while !stop2.load(Ordering::Acquire) {
                 let work = agent.do_work();
-                idle.idle(work);
+                match &bell2 {
+                    Some(b) => idle.idle_on(work, b, || agent.has_work() || stop2.load(Ordering::Acquire)),
+                    None => idle.idle(work),
+                }
             }
             agent.on_close();
             agent
         })?;
-        Ok(AgentRunner { stop, pinned, handle: Some(handle), name })
+        Ok(AgentRunner { stop, bell, pinned, handle: Some(handle), name })
     }
 
     /// The agent's name.
@@ -87,6 +105,10 @@ impl<A: Agent + Send + 'static> AgentRunner<A> {
     pub fn request_stop(&self) {
         // Release: pairs with the Acquire load of the loop.
         self.stop.store(true, Ordering::Release);
+        if let Some(b) = &self.bell {
+            // A parked agent sees the stop now rather than at the end of its sleep.
+            b.ring();
+        }
     }
 
     /// The stop flag.

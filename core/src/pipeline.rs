@@ -30,8 +30,11 @@
 //!    gating consumer holds the engine back when it is a whole ring behind. Other processes attach
 //!    to the `/dev/shm` file with [`LossyReader::open`].
 //!
-//! After start, nothing on this path allocates, locks or makes a syscall; only an idle thread
-//! under the `Backoff` wait strategy sleeps.
+//! After start, nothing on this path allocates or locks. Only an idle thread under the `Backoff`
+//! wait strategy sleeps, parked on its consumer's [`Doorbell`]; a producer that publishes rings
+//! the doorbells (a fence and a load each) and makes a system call only for a consumer that is
+//! parked, so a busy pipeline makes none, and an idle one wakes at the first command instead of
+//! at the end of its sleep.
 //!
 //! # Journal hook
 //!
@@ -50,7 +53,7 @@ use crate::command::Command;
 use crate::config::{ConfigError, EngineConfig};
 use crate::engine::Engine;
 use crate::event::{Event, EventSink};
-use crate::ring::{Consumer, Full, LossyReader, MultiProducer, RingBuffer, RingError, Sequence, SingleProducer, WaitStrategyKind};
+use crate::ring::{Consumer, Doorbell, Full, LossyReader, MultiProducer, RingBuffer, RingError, Sequence, SingleProducer, WaitStrategyKind};
 use crate::types::Seq;
 use std::fmt;
 use std::path::PathBuf;
@@ -252,6 +255,13 @@ impl EventConsumer {
 
     /// Journal hook: from now on, hand out only events whose command sequence is `<=
     /// durable.get()` (the journal's "durable up to").
+    /// The doorbell rung when events may have become available: the engine rings it after each
+    /// publish; a durable barrier set with [`EventConsumer::set_durable`] must ring it too (the
+    /// journal's `DurableSeq::ring_on_publish`).
+    pub fn doorbell(&self) -> Arc<Doorbell> {
+        self.inner.doorbell()
+    }
+
     pub fn set_durable(&mut self, durable: Arc<Sequence>) {
         self.durable = Some(durable);
     }
@@ -364,6 +374,16 @@ impl Agent for EngineAgent {
 
     fn name(&self) -> &str {
         "tickwire-engine"
+    }
+
+    /// The inbound consumer's doorbell: the command producers ring it, so an engine asleep in its
+    /// backoff wakes on the next command.
+    fn doorbell(&self) -> Option<Arc<Doorbell>> {
+        Some(self.inbound.doorbell())
+    }
+
+    fn has_work(&mut self) -> bool {
+        self.inbound.has_available()
     }
 
     /// Applies what producers had published when the stop was requested, then publishes.

@@ -2,6 +2,7 @@
 //! read/write protocol shared by every handle.
 
 use super::consumer::{Consumer, SequenceBarrier};
+use super::doorbell::Doorbell;
 use super::producer::{MultiProducer, SingleProducer};
 use super::sequence::Sequence;
 use super::shm::{Layout, Region, STAMP_BUSY};
@@ -27,6 +28,8 @@ pub(crate) struct RingShared {
     pub(crate) kind: ProducerKind,
     /// The gating consumers' sequences, fixed when the ring is split.
     pub(crate) gating: Box<[Arc<Sequence>]>,
+    /// The gating consumers' doorbells (same order), rung by the producers after each publish.
+    pub(crate) bells: Box<[Arc<Doorbell>]>,
     pub(crate) capacity: u64,
     pub(crate) first_seq: Seq,
     /// Set when the producer handle is gone (single) or on request; wakes barrier waiters.
@@ -161,18 +164,21 @@ impl<T: Pod> RingBuffer<T> {
 
     fn split(self, kind: ProducerKind, gating_consumers: usize, wait: WaitStrategyKind) -> (Arc<RingShared>, Vec<Consumer<T>>) {
         let seqs: Vec<Arc<Sequence>> = (0..gating_consumers).map(|_| Arc::new(Sequence::new(self.first_seq - 1))).collect();
+        let bells: Vec<Arc<Doorbell>> = (0..gating_consumers).map(|_| Arc::new(Doorbell::new())).collect();
         let capacity = self.region.layout().capacity as u64;
         let shared = Arc::new(RingShared {
             region: self.region,
             kind,
             gating: seqs.clone().into_boxed_slice(),
+            bells: bells.clone().into_boxed_slice(),
             capacity,
             first_seq: self.first_seq,
             closed: AtomicBool::new(false),
         });
         let consumers = seqs
             .into_iter()
-            .map(|seq| Consumer::new(SequenceBarrier::new(shared.clone(), Vec::new()), seq, wait))
+            .zip(bells)
+            .map(|(seq, bell)| Consumer::new(SequenceBarrier::new(shared.clone(), Vec::new()), seq, bell, wait))
             .collect();
         (shared, consumers)
     }

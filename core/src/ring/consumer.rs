@@ -1,6 +1,7 @@
 //! Gating consumers ([`Consumer`]) and the [`SequenceBarrier`] they wait on.
 
 use super::buffer::{ProducerKind, RingShared};
+use super::doorbell::Doorbell;
 use super::sequence::Sequence;
 use super::sync::{Arc, AtomicBool, Ordering};
 use super::wait::{IdleStrategy, WaitStrategyKind};
@@ -126,13 +127,16 @@ pub struct Consumer<T: Pod> {
     /// Highest sequence known to be available (cached barrier answer).
     avail: Seq,
     idle: IdleStrategy,
+    /// Rung by the producers after each publish (and by whatever else this consumer is made to
+    /// wait on, e.g. a journal's durable barrier).
+    bell: Arc<Doorbell>,
     _t: PhantomData<T>,
 }
 
 impl<T: Pod> Consumer<T> {
-    pub(crate) fn new(barrier: SequenceBarrier, seq: Arc<Sequence>, wait: WaitStrategyKind) -> Consumer<T> {
+    pub(crate) fn new(barrier: SequenceBarrier, seq: Arc<Sequence>, bell: Arc<Doorbell>, wait: WaitStrategyKind) -> Consumer<T> {
         let next = seq.get_relaxed() + 1;
-        Consumer { barrier, seq, next, avail: next - 1, idle: wait.idle_strategy(), _t: PhantomData }
+        Consumer { barrier, seq, next, avail: next - 1, idle: wait.idle_strategy(), bell, _t: PhantomData }
     }
 
     /// Handles up to `limit` available records without waiting: calls `f(record, seq,
@@ -192,6 +196,20 @@ impl<T: Pod> Consumer<T> {
     /// consumer depend on this one.
     pub fn sequence(&self) -> Arc<Sequence> {
         self.seq.clone()
+    }
+
+    /// This consumer's doorbell: the ring's producers ring it after each publish, so a thread
+    /// that parks on it ([`Doorbell::prepare_park`], re-check [`Consumer::available`], then
+    /// sleep) is woken as soon as records arrive. Another sequence this consumer depends on must
+    /// ring it too when it advances (e.g. `DurableSeq::ring_on_publish`).
+    pub fn doorbell(&self) -> Arc<Doorbell> {
+        self.bell.clone()
+    }
+
+    /// Whether records are available now (asks the barrier), without consuming.
+    #[inline]
+    pub fn has_available(&mut self) -> bool {
+        self.available() >= self.next
     }
 
     /// The barrier (to add dependencies or alert it).

@@ -61,6 +61,7 @@ impl<T: Pod> LossyReader<T> {
             region,
             kind: super::ProducerKind::Single,
             gating: Box::new([]),
+            bells: Box::new([]),
             capacity,
             first_seq,
             closed: super::sync::AtomicBool::new(false),

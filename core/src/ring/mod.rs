@@ -17,6 +17,8 @@
 //! - [`LossyReader`]: never gates the producer (other processes, read-only mappings); seqlock
 //!   stamps detect overwritten slots, reported as [`Lapped`].
 //! - [`WaitStrategyKind`] / [`IdleStrategy`]: busy-spin, yielding, backoff (default).
+//! - [`Doorbell`]: one per consumer; the producers ring them after each publish, so a consumer
+//!   whose backoff reached its sleeping phase is woken at once (a system call only then).
 //! - [`book_image`]: not a ring: the companion shared-memory region of aggregated books at a known
 //!   event sequence (seqlock double buffer), from which lapped or late feed shards resynchronise.
 //!
@@ -28,6 +30,7 @@
 pub mod book_image;
 mod buffer;
 mod consumer;
+mod doorbell;
 mod lossy;
 mod producer;
 mod sequence;
@@ -40,6 +43,7 @@ mod loom_tests;
 
 pub use buffer::{ProducerKind, RingBuffer};
 pub use consumer::{Alerted, Consumer, SequenceBarrier};
+pub use doorbell::{ring_all, Doorbell, Waker};
 pub use lossy::{Lapped, LossyReader};
 pub use producer::{MultiProducer, SingleProducer};
 pub use sequence::Sequence;

@@ -2,6 +2,7 @@
 //! commands from several gateway threads).
 
 use super::buffer::{ProducerKind, RingShared};
+use super::doorbell::ring_all;
 use super::sequence::min_sequence;
 use super::sync::{Arc, Ordering};
 use super::wait::{IdleStrategy, WaitStrategyKind};
@@ -119,6 +120,9 @@ impl<T: Pod> SingleProducer<T> {
             // lossy readers): the records up to `hi` are visible to whoever sees `hi`.
             self.ring.region.cursor().store(hi, Ordering::Release);
             self.published = hi;
+            // After the Release store: a consumer parked on its doorbell is woken (a system call
+            // only if one is parked; doorbell.rs).
+            ring_all(&self.ring.bells);
         }
     }
 
@@ -229,6 +233,8 @@ impl<T: Pod> MultiProducer<T> {
             Err(Full) => unreachable!("a waiting claim does not fail"),
         };
         self.ring.write(seq, &make(seq));
+        // After the stamp's Release store (doorbell.rs).
+        ring_all(&self.ring.bells);
         seq
     }
 
@@ -237,6 +243,8 @@ impl<T: Pod> MultiProducer<T> {
     pub fn try_send_with(&mut self, make: impl FnOnce(Seq) -> T) -> Result<Seq, Full> {
         let seq = self.claim(1, false)?;
         self.ring.write(seq, &make(seq));
+        // After the stamp's Release store (doorbell.rs).
+        ring_all(&self.ring.bells);
         Ok(seq)
     }
 
@@ -259,6 +267,8 @@ impl<T: Pod> MultiProducer<T> {
             let seq = lo + i as u64;
             self.ring.write(seq, &make(i, seq));
         }
+        // After the stamps' Release stores (doorbell.rs).
+        ring_all(&self.ring.bells);
         (lo, lo + n as u64 - 1)
     }
 

@@ -5,9 +5,13 @@
 //! work resets the backoff, no work advances it. Producers waiting for space and consumers waiting
 //! for data use the same state machine ([`IdleStrategy::idle_once`] / [`IdleStrategy::reset`]).
 //!
-//! No strategy signals or blocks on a lock: producers never make a syscall to wake anybody, so the
-//! hot path stays syscall-free; only an idle waiter under `Backoff` sleeps.
+//! No strategy blocks on a lock. Only an idle waiter under `Backoff` sleeps; with
+//! [`IdleStrategy::idle_on`] its sleeps are parks on a [`Doorbell`] that the producers ring after
+//! publishing, so it wakes as soon as there is work instead of at the end of its sleep. A
+//! producer makes a system call only when it finds the waiter parked (doorbell.rs): never while
+//! the pipeline is busy.
 
+use super::doorbell::Doorbell;
 use super::sync::{park, spin_hint, yield_now};
 use std::time::Duration;
 
@@ -118,6 +122,32 @@ impl IdleStrategy {
         } else {
             self.idle_once();
         }
+    }
+
+    /// [`IdleStrategy::idle`], except that a sleeping step (Backoff, after the spins and yields)
+    /// parks on `bell` for the same time at most: it announces the park, re-checks `has_work`
+    /// (a producer that published just before does not ring a sleeper), and sleeps until the
+    /// bell is rung or the step's time passes. Other strategies and steps are unchanged.
+    #[inline]
+    pub fn idle_on(&mut self, work_count: usize, bell: &Doorbell, has_work: impl FnOnce() -> bool) {
+        if work_count > 0 {
+            self.reset();
+            return;
+        }
+        let WaitStrategyKind::Backoff { max_park, .. } = self.kind else {
+            return self.idle_once();
+        };
+        if !self.is_parking() {
+            return self.idle_once();
+        }
+        bell.prepare_park();
+        if has_work() {
+            bell.cancel_park();
+            return;
+        }
+        bell.park_timeout(self.park);
+        self.step = self.step.saturating_add(1).max(1);
+        self.park = (self.park * 2).min(max_park).max(Duration::from_nanos(1));
     }
 
     /// Forgets past idleness: the next wait starts with spinning again.
