@@ -7,7 +7,9 @@
 //!
 //! Wiring to the pipeline (`tickwire_core::pipeline`): set `inbound_side_consumers = 1`, pass the
 //! consumer from `Pipeline::take_inbound_side_consumers` to [`Journaler::spawn`] (it implements
-//! [`CommandSource`]), and give [`DurableSeq::sequence`] to every `EventConsumer::set_durable`.
+//! [`CommandSource`]), and gate every outbound `EventConsumer` on the barrier with
+//! [`DurableSeq::gate`] (its `set_durable`, plus its doorbell rung on every publish, so a
+//! consumer parked until its events are durable wakes when they are).
 
 use crate::writer::JournalWriter;
 use crate::{JournalError, Result};
@@ -16,7 +18,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tickwire_core::ring::{Consumer, Sequence};
+use std::sync::atomic::fence;
+use std::sync::OnceLock;
+use tickwire_core::pipeline::EventConsumer;
+use tickwire_core::ring::{Consumer, Doorbell, Sequence};
 use tickwire_core::{Command, Seq};
 
 /// The barrier: the highest command sequence whose journal record is durable (per the configured
@@ -36,12 +41,52 @@ use tickwire_core::{Command, Seq};
 pub struct DurableSeq {
     seq: Arc<Sequence>,
     failed: AtomicBool,
+    /// Rung after every publish (and on failure): the doorbells of the consumers gated on it
+    /// (filled in order at wiring time, never changed after).
+    bells: [OnceLock<Arc<Doorbell>>; DURABLE_BELLS_MAX],
 }
+
+/// Most consumers a [`DurableSeq`] rings (the gateway has one).
+pub const DURABLE_BELLS_MAX: usize = 4;
 
 impl DurableSeq {
     /// A barrier at `seq` (the last command already durable, 0 if none).
     pub fn new(seq: Seq) -> DurableSeq {
-        DurableSeq { seq: Arc::new(Sequence::new(seq)), failed: AtomicBool::new(false) }
+        DurableSeq { seq: Arc::new(Sequence::new(seq)), failed: AtomicBool::new(false), bells: Default::default() }
+    }
+
+    /// Gates `consumer` on this barrier (`EventConsumer::set_durable`) and rings its doorbell
+    /// after every publish, so a consumer parked until its events are durable wakes when they
+    /// are. At wiring time, for up to [`DURABLE_BELLS_MAX`] consumers; `false` (and nothing
+    /// changed) past that.
+    pub fn gate(&self, consumer: &mut EventConsumer) -> bool {
+        if !self.ring_on_publish(consumer.doorbell()) {
+            return false;
+        }
+        consumer.set_durable(self.sequence());
+        true
+    }
+
+    /// Rings `bell` after every [`DurableSeq::publish`] (and on failure). `false` if
+    /// [`DURABLE_BELLS_MAX`] doorbells are already registered.
+    pub fn ring_on_publish(&self, bell: Arc<Doorbell>) -> bool {
+        let mut bell = Some(bell);
+        for slot in &self.bells {
+            if let Some(b) = bell.take() {
+                if let Err(b) = slot.set(b) {
+                    bell = Some(b);
+                }
+            }
+        }
+        bell.is_none()
+    }
+
+    fn ring_bells(&self) {
+        // One fence for all (the doorbell protocol, tickwire_core::ring::Doorbell).
+        fence(Ordering::SeqCst);
+        for b in self.bells.iter().map_while(|s| s.get()) {
+            b.ring_after_fence();
+        }
     }
 
     /// The ring sequence holding the value (for `EventConsumer::set_durable` or a
@@ -61,11 +106,14 @@ impl DurableSeq {
     pub fn publish(&self, seq: Seq) {
         debug_assert!(seq >= self.seq.get_relaxed(), "durable sequence went down");
         self.seq.set(seq);
+        // After the Release store.
+        self.ring_bells();
     }
 
     /// Marks the journal failed: the value will not advance any more. Waiters get an error.
     pub fn fail(&self) {
         self.failed.store(true, Ordering::Release);
+        self.ring_bells();
     }
 
     /// Whether the journaler failed.
@@ -121,6 +169,12 @@ pub trait CommandSource: Send {
     /// available (may return early). The default sleeps briefly.
     fn wait(&mut self, timeout: Duration) {
         std::thread::sleep(timeout.min(Duration::from_micros(50)));
+    }
+
+    /// Called by the journaler's idle back-off after the source's own waits found nothing:
+    /// sleeps up to `d`, or less if commands arrive. The default sleeps `d`.
+    fn park(&mut self, d: Duration) {
+        std::thread::sleep(d);
     }
 
     /// Whether commands may be available now: a cheap check without side effects, made on every
@@ -210,9 +264,22 @@ impl CommandSource for Consumer<Command> {
             } else if spins < 128 {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(20));
+                // Sleeps until the producers ring (or the rest of the timeout).
+                CommandSource::park(self, timeout.saturating_sub(start.elapsed()));
             }
         }
+    }
+
+    /// Parks on the consumer's doorbell, which the command producers ring after each publish: a
+    /// command wakes the journaler at once (a system call on the producer's side only then).
+    fn park(&mut self, d: Duration) {
+        let bell = self.doorbell();
+        bell.prepare_park();
+        if self.may_have_commands() {
+            bell.cancel_park();
+            return;
+        }
+        bell.park_timeout(d);
     }
 
     fn may_have_commands(&mut self) -> bool {
@@ -425,7 +492,7 @@ impl Journaler {
             } else if source.may_have_commands() {
                 idle_waits = 0;
             } else {
-                std::thread::sleep(idle_sleep.min(t));
+                source.park(idle_sleep.min(t));
                 idle_sleep = (idle_sleep * 2).min(IDLE_SLEEP_MAX);
             }
         }

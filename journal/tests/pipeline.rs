@@ -26,7 +26,7 @@ fn journaler_on_the_inbound_ring_gates_the_outbound_events() {
     let journaler = Journaler::spawn(writer, side).unwrap(); // the one call
     let durable = journaler.durable();
     let mut gateway = consumers.pop().unwrap();
-    gateway.set_durable(durable.sequence());
+    assert!(durable.gate(&mut gateway));
 
     let n = 5000u64;
     let cmds = commands(1, n);

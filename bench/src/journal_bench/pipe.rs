@@ -49,7 +49,7 @@ fn start(engine: Engine, dir: &Path, gated: bool, max_batch: usize, wait: WaitSt
     let journaler = Journaler::spawn_with_idle_spin(writer, side, idle_spin).map_err(|e| e.to_string())?;
     let mut cons = consumers.pop().ok_or("no consumer")?;
     if gated {
-        cons.set_durable(journaler.durable().sequence());
+        assert!(journaler.durable().gate(&mut cons), "gate the event consumer");
     }
     Ok(Rig { p, cons, journaler, first })
 }
