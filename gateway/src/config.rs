@@ -60,11 +60,13 @@ impl Default for NetLimits {
 /// How the server's threads wait for one another (`[server] wait`): CPU traded for latency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitMode {
-    /// The default: every hand-off sleeps when there is nothing to do (the event loop ~50 µs
-    /// steps while a command is in flight, the engine's backoff up to 1 ms, the journaler
-    /// 20 µs steps). No CPU when idle; ~100+ µs added per acknowledgement on a VM.
+    /// The default: every hand-off sleeps when there is nothing to do, parked on a doorbell
+    /// that the thread handing it work rings (a system call only when it is parked): the event
+    /// loop in `epoll_wait` while a command is in flight, the engine after its backoff's spins
+    /// and yields (parks up to 1 ms), the journaler likewise. No CPU when idle; each hand-off to
+    /// a sleeping thread costs a wake-up (tens of µs on a VM whose other vCPU is halted).
     Backoff,
-    /// Low latency: bounded spins (with a yield every few µs) before those sleeps (event loop
+    /// Low latency: bounded spins (with a yield every few µs) before those parks (event loop
     /// while commands are in flight, journaler after each batch), and the engine waits
     /// `yielding` (spin, then `sched_yield`, never sleeps) by default. Costs CPU: the engine
     /// thread keeps one core busy even when idle (unless `[engine] wait = "backoff"`).

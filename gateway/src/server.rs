@@ -132,12 +132,14 @@ impl Server {
 type Ready = mpsc::Sender<Result<(StartInfo, StopHandle), ServerError>>;
 
 /// Timer slack of the event-loop thread: how late the kernel may end its timed sleeps (Linux's
-/// default is 50 µs). Its idle step while a command is in flight is a "50 µs" sleep that took
-/// ~130 µs p50 on the development VM with the default slack and ~80 µs with 1 ns (the rest is the
-/// VM's timer path); docs/server.md. Only this thread, so it is set after the others have started
-/// (a thread inherits its creator's slack): the engine and the journaler keep the default, since
-/// tighter sleeps in their backoffs made the journal benchmark's ack latency worse on 2 vCPUs
-/// (more wake-ups competing with the other busy threads); docs/benchmarks.md.
+/// default is 50 µs). Its idle step while a command is in flight used to be a "50 µs" sleep,
+/// ~130 µs p50 on the development VM with the default slack and ~80 µs with 1 ns; it is now a
+/// park in `epoll_wait` that the engine's or the journaler's doorbell ring ends, so the slack
+/// only matters for that park's bound and for session timers. Only this thread, so it is set
+/// after the others have started (a thread inherits its creator's slack): the engine and the
+/// journaler keep the default, since tighter sleeps in their backoffs made the journal
+/// benchmark's ack latency worse on 2 vCPUs (more wake-ups competing with the other busy
+/// threads); docs/benchmarks.md.
 const LOOP_TIMER_SLACK_NS: u64 = 1_000;
 
 /// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`, Linux; elsewhere `Unsupported`).
@@ -251,7 +253,9 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
     let side = pipeline.take_inbound_side_consumers().pop().ok_or_else(|| ServerError("pipeline: no journal hook".into()))?;
     let journaler = Journaler::spawn_with_idle_spin(writer, side, cfg.wait.journal_spin()).map_err(err("journaler"))?;
     let mut consumer = consumers.pop().ok_or_else(|| ServerError("pipeline: no event consumer".into()))?;
-    consumer.set_durable(journaler.durable().sequence());
+    if !journaler.durable().gate(&mut consumer) {
+        return Err(ServerError("journal: cannot gate the event consumer".into()));
+    }
     let mut senders = feed.as_ref().map(|f| f.senders().to_vec()).unwrap_or_default();
     let md_shm = md_writers.map(|((ring_tx, image_tx), handles)| {
         senders.push(ring_tx);
@@ -278,7 +282,7 @@ fn serve(parts: Parts, ready: Ready) -> Result<FinalReport, ServerError> {
     let Parts { info, mut lp, journaler, pipeline, feed, md_shm, log, snapshot_dir } = parts;
     let _ = ready.send(Ok((info, lp.stop_handle())));
     // Set here, after every other thread was started (threads inherit their creator's slack):
-    // the event loop's idle step (a ~50 µs sleep while a command is in flight) is on every
+    // the event loop's timed waits (session timers, the bound of its in-flight park) are on the
     // acknowledgement's path.
     if let Err(e) = set_timer_slack_ns(LOOP_TIMER_SLACK_NS) {
         eprintln!("tickwire: could not set the event loop's timer slack: {e}");

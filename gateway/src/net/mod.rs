@@ -21,23 +21,25 @@
 //!    makes no progress for `slow_consumer_ms`, or that would exceed the bound, is disconnected
 //!    as a slow consumer (logged with the reason; cancel-on-disconnect applies).
 //!
-//! **How engine events reach the loop (latency choice).** The engine and the journaler never
-//! signal the loop (their hot paths make no syscalls). Every command comes from this loop, so
+//! **How engine events reach the loop (latency choice).** Every command comes from this loop, so
 //! events can only be pending while a command sent by it has not yet seen its last event
 //! (`last_in_command`). While such commands are in flight the loop polls epoll with a zero
-//! timeout and sleeps ~50 µs when a turn found nothing, i.e. it polls the event consumer about
-//! every 50–100 µs (the cost: up to that much added latency per acknowledgement, on top of the
-//! journal's `fdatasync`, and a light spin of this thread while orders are in flight). With
-//! nothing in flight it blocks in epoll until a socket, a session timer or the shutdown
-//! [`Waker`] wakes it, using no CPU.
+//! timeout; when a turn finds nothing it parks on the event consumer's [`Doorbell`]: it
+//! announces the park, checks the consumer once more, and then blocks in `epoll_wait` (up to
+//! [`IN_FLIGHT_PARK_MAX`]). The engine rings that doorbell after publishing events and the
+//! journaler after making commands durable; a ring that finds the loop parked writes its
+//! [`Waker`] (an eventfd), so the loop wakes as soon as the acknowledgement is releasable. The
+//! engine and the journaler make that system call only when the loop is parked, never while it
+//! is busy. With nothing in flight the loop blocks in epoll until a socket, a session timer or
+//! the shutdown [`Waker`] wakes it, using no CPU.
 //!
 //! With the `spin` wait profile ([`EventLoop::set_in_flight_spin`], `[server] wait = "spin"`),
 //! a turn that found nothing while commands are in flight first spins on the event consumer
 //! (`spin_loop`, the consumer checked on every iteration) for up to the spin budget, counted
 //! from the first empty turn and reset by any work; it goes back to epoll (zero timeout) at
 //! least every [`SPIN_CHUNK`] so sockets are still served. After the budget it yields for
-//! [`YIELD_PHASE`], then sleeps its ~50 µs steps as above. Every phase is bounded; nothing
-//! spins while no command is in flight.
+//! [`YIELD_PHASE`], then parks as above. Every phase is bounded; nothing spins while no command
+//! is in flight.
 //!
 //! Connections that end are closed gracefully: pending output is written, the write side is shut
 //! down, and input is read and dropped until EOF (at most one second), so the peer receives a
@@ -57,6 +59,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tickwire_core::pipeline::{CommandProducer, EventConsumer};
+use tickwire_core::ring::Doorbell;
 use tickwire_core::{Event, Seq};
 use tickwire_feed::FeedSender;
 use tickwire_protocol::DisconnectReason;
@@ -73,8 +76,9 @@ pub const SPIN_CHUNK: Duration = Duration::from_micros(20);
 const SPIN_YIELD_EVERY: u32 = 16;
 /// How long the loop yields after its spin budget, before it sleeps.
 pub const YIELD_PHASE: Duration = Duration::from_micros(50);
-/// The sleep step while commands are in flight and nothing happens.
-const IN_FLIGHT_SLEEP: Duration = Duration::from_micros(50);
+/// Longest park in `epoll_wait` while commands are in flight (a bound only: the engine's and the
+/// journaler's rings end it as soon as events are releasable).
+pub const IN_FLIGHT_PARK_MAX: Duration = Duration::from_millis(1);
 
 /// Wall clock, ns since the Unix epoch (compared with the Logon's timestamp).
 pub fn now_ns() -> u64 {
@@ -189,6 +193,10 @@ pub struct EventLoop {
     in_flight_spin: Duration,
     /// Start of the current run of empty turns with commands in flight.
     idle_since: Option<Instant>,
+    /// The event consumer's doorbell (its waker writes `waker`).
+    bell: Arc<Doorbell>,
+    /// Parked on `bell`: the next `epoll_wait` blocks (bounded) instead of polling.
+    parking: bool,
 }
 
 impl EventLoop {
@@ -209,6 +217,12 @@ impl EventLoop {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let local_addr = listener.local_addr()?;
+        let bell = consumer.doorbell();
+        let w = waker.clone();
+        // The engine's and the journaler's rings wake the loop's epoll_wait (only when parked).
+        bell.set_waker(Box::new(move || {
+            let _ = w.wake();
+        }));
         Ok(EventLoop {
             poll,
             listener: Some(listener),
@@ -239,6 +253,8 @@ impl EventLoop {
             verbose: std::env::var_os("TICKWIRE_VERBOSE").is_some(),
             in_flight_spin: Duration::ZERO,
             idle_since: None,
+            bell,
+            parking: false,
         })
     }
 
@@ -276,12 +292,20 @@ impl EventLoop {
         while !self.stop.load(Ordering::Acquire) {
             let now = now_ns();
             let busy = self.in_flight() || !self.read_more.is_empty();
-            let timeout = if busy {
+            let until_deadline = self.next_deadline().map(|d| Duration::from_nanos(d.saturating_sub(now)));
+            let timeout = if self.parking {
+                Some(until_deadline.map_or(IN_FLIGHT_PARK_MAX, |t| t.min(IN_FLIGHT_PARK_MAX)))
+            } else if busy {
                 Some(Duration::ZERO)
             } else {
-                self.next_deadline().map(|d| Duration::from_nanos(d.saturating_sub(now)))
+                until_deadline
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            if self.parking {
+                self.bell.cancel_park();
+                self.parking = false;
+            }
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
@@ -322,12 +346,11 @@ impl EventLoop {
     }
 
     /// Waits a little after a turn that found nothing while commands are in flight: spin (up to
-    /// the budget), then yield (`YIELD_PHASE`), then sleep one step. Returns whether it handled
-    /// engine events.
+    /// the budget), then yield (`YIELD_PHASE`), then park (`park_in_flight`). Returns whether it
+    /// handled engine events.
     fn wait_in_flight(&mut self) -> bool {
         if self.in_flight_spin.is_zero() {
-            std::thread::sleep(IN_FLIGHT_SLEEP);
-            return false;
+            return self.park_in_flight();
         }
         let start = *self.idle_since.get_or_insert_with(Instant::now);
         let idle = start.elapsed();
@@ -355,10 +378,26 @@ impl EventLoop {
         }
         if idle < self.in_flight_spin + YIELD_PHASE {
             std::thread::yield_now();
-        } else {
-            std::thread::sleep(IN_FLIGHT_SLEEP);
+            return self.take_events() && self.pump_events(now_ns()) > 0;
         }
-        self.take_events() && self.pump_events(now_ns()) > 0
+        self.park_in_flight()
+    }
+
+    /// Parks on the event consumer's doorbell: announces it, checks the consumer once more (an
+    /// event published before the announcement rings nobody), and if still nothing, makes the
+    /// next `epoll_wait` block up to [`IN_FLIGHT_PARK_MAX`]; the engine's or the journaler's ring
+    /// (or a socket) ends it. Returns whether it handled engine events.
+    fn park_in_flight(&mut self) -> bool {
+        if !self.read_more.is_empty() {
+            return false; // the next turn has reading to do: no blocking
+        }
+        self.bell.prepare_park();
+        if self.take_events() {
+            self.bell.cancel_park();
+            return self.pump_events(now_ns()) > 0;
+        }
+        self.parking = true;
+        false
     }
 
     /// Moves the available (durable) events into `parked` (handled by the next `pump_events`);
