@@ -23,14 +23,17 @@ pub trait Agent {
     /// Called once on the agent's thread after the last `do_work` (stop requested).
     fn on_close(&mut self) {}
     /// The doorbell rung when work arrives (e.g. its input ring consumer's), if any: the runner
-    /// then sleeps on it instead of plain sleeps, re-checking [`Agent::has_work`] first.
+    /// then sleeps on it instead of plain sleeps, re-checking [`Agent::has_work`] first. An agent
+    /// that returns one must also implement `has_work`. This thread must be the doorbell's only
+    /// waiter.
     fn doorbell(&self) -> Option<Arc<Doorbell>> {
         None
     }
     /// Whether `do_work` would find work now (cheap, no side effects; asked before parking on
-    /// the doorbell). The default says yes, which never parks.
+    /// the doorbell). Only asked when [`Agent::doorbell`] returns one; the default (`false`)
+    /// never parks on a lie: the park still ends after the backoff step's time.
     fn has_work(&mut self) -> bool {
-        true
+        false
     }
 }
 
@@ -181,6 +184,59 @@ mod tests {
         fn on_close(&mut self) {
             self.closed = true;
         }
+    }
+
+    /// Work arrives through a counter and a doorbell, like commands through the inbound ring.
+    struct Doorbelled {
+        pending: Arc<std::sync::atomic::AtomicU64>,
+        done: Arc<std::sync::atomic::AtomicU64>,
+        bell: Arc<Doorbell>,
+    }
+
+    impl Agent for Doorbelled {
+        fn do_work(&mut self) -> usize {
+            let n = self.pending.swap(0, Ordering::Acquire);
+            self.done.fetch_add(n, Ordering::Release);
+            n as usize
+        }
+        fn name(&self) -> &str {
+            "doorbelled"
+        }
+        fn doorbell(&self) -> Option<Arc<Doorbell>> {
+            Some(self.bell.clone())
+        }
+        fn has_work(&mut self) -> bool {
+            self.pending.load(Ordering::Acquire) > 0
+        }
+    }
+
+    /// An agent asleep in its backoff (parks of 10 s here) is woken by the ring that comes with
+    /// its work, and by a stop: the ring finds it parked, and the work is done.
+    #[test]
+    fn parked_agent_wakes_on_its_doorbell() {
+        use std::sync::atomic::AtomicU64;
+        let (pending, done, bell) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(Doorbell::new()));
+        let agent = Doorbelled { pending: pending.clone(), done: done.clone(), bell: bell.clone() };
+        let idle = WaitStrategyKind::Backoff {
+            spins: 1,
+            yields: 0,
+            min_park: std::time::Duration::from_secs(10),
+            max_park: std::time::Duration::from_secs(10),
+        };
+        let r = AgentRunner::start(agent, AgentConfig { cpu: None, idle }).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !bell.is_parked() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(bell.is_parked(), "the idle agent parks on its doorbell");
+        pending.store(3, Ordering::Release);
+        bell.ring();
+        assert_eq!(bell.wakes(), 1, "the ring found the agent parked and woke it");
+        while done.load(Ordering::Acquire) < 3 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(done.load(Ordering::Acquire), 3);
+        r.join().unwrap();
     }
 
     #[test]

@@ -253,15 +253,17 @@ impl EventConsumer {
         self.inner.peek(seq).map_or(Seq::MAX, |e| e.cmd_seq)
     }
 
-    /// Journal hook: from now on, hand out only events whose command sequence is `<=
-    /// durable.get()` (the journal's "durable up to").
     /// The doorbell rung when events may have become available: the engine rings it after each
     /// publish; a durable barrier set with [`EventConsumer::set_durable`] must ring it too (the
-    /// journal's `DurableSeq::ring_on_publish`).
+    /// journal's `DurableSeq::gate` does both).
     pub fn doorbell(&self) -> Arc<Doorbell> {
         self.inner.doorbell()
     }
 
+    /// Journal hook: from now on, hand out only events whose command sequence is `<=
+    /// durable.get()` (the journal's "durable up to"). Whoever advances `durable` must also ring
+    /// [`EventConsumer::doorbell`] afterwards, or a thread parked on it notices only when its park
+    /// times out: use the journal's `DurableSeq::gate`, which does both.
     pub fn set_durable(&mut self, durable: Arc<Sequence>) {
         self.durable = Some(durable);
     }

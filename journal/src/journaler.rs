@@ -13,13 +13,11 @@
 
 use crate::writer::JournalWriter;
 use crate::{JournalError, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use std::sync::atomic::fence;
-use std::sync::OnceLock;
 use tickwire_core::pipeline::EventConsumer;
 use tickwire_core::ring::{Consumer, Doorbell, Sequence};
 use tickwire_core::{Command, Seq};
@@ -177,6 +175,12 @@ pub trait CommandSource: Send {
         std::thread::sleep(d);
     }
 
+    /// The doorbell `park` sleeps on, if any: [`Journaler::stop`] rings it so a parked journaler
+    /// stops at once.
+    fn doorbell(&self) -> Option<Arc<Doorbell>> {
+        None
+    }
+
     /// Whether commands may be available now: a cheap check without side effects, made on every
     /// iteration of the journaler's bounded idle spin ([`Journaler::spawn_with_idle_spin`]).
     /// The default says "maybe" (`true`): the journaler then simply polls again.
@@ -270,6 +274,10 @@ impl CommandSource for Consumer<Command> {
         }
     }
 
+    fn doorbell(&self) -> Option<Arc<Doorbell>> {
+        Some(Consumer::doorbell(self))
+    }
+
     /// Parks on the consumer's doorbell, which the command producers ring after each publish: a
     /// command wakes the journaler at once (a system call on the producer's side only then).
     fn park(&mut self, d: Duration) {
@@ -318,6 +326,8 @@ pub struct JournalerStats {
 pub struct Journaler {
     durable: Arc<DurableSeq>,
     stop: Arc<AtomicBool>,
+    /// The source's doorbell (rung by `stop`).
+    bell: Option<Arc<Doorbell>>,
     handle: JoinHandle<Result<JournalerStats>>,
 }
 
@@ -343,6 +353,7 @@ impl Journaler {
     ) -> Result<Journaler> {
         let durable = Arc::new(DurableSeq::new(writer.durable_seq()));
         let stop = Arc::new(AtomicBool::new(false));
+        let bell = source.doorbell();
         let (d, s) = (durable.clone(), stop.clone());
         let handle = std::thread::Builder::new()
             .name("tw-journaler".into())
@@ -351,7 +362,7 @@ impl Journaler {
                 Journaler::run_with_idle_spin(writer, &mut source, &d, &s, idle_spin)
             })
             .map_err(|e| JournalError::Failed(format!("cannot start the journaler thread: {e}")))?;
-        Ok(Journaler { durable, stop, handle })
+        Ok(Journaler { durable, stop, bell, handle })
     }
 
     /// The barrier the outbound publishers wait on.
@@ -362,6 +373,10 @@ impl Journaler {
     /// Asks the journaler to finish once the source has nothing available.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(b) = &self.bell {
+            // A parked journaler sees the stop now rather than when its park times out.
+            b.ring();
+        }
     }
 
     /// Waits for the thread's end.

@@ -1,7 +1,7 @@
 //! Gating consumers ([`Consumer`]) and the [`SequenceBarrier`] they wait on.
 
 use super::buffer::{ProducerKind, RingShared};
-use super::doorbell::Doorbell;
+use super::doorbell::{ring_all, Doorbell};
 use super::sequence::Sequence;
 use super::sync::{Arc, AtomicBool, Ordering};
 use super::wait::{IdleStrategy, WaitStrategyKind};
@@ -88,6 +88,9 @@ impl SequenceBarrier {
     pub fn alert(&self) {
         // Release: pairs with the Acquire load in is_alerted.
         self.alert.store(true, Ordering::Release);
+        // Wakes a consumer parked on its doorbell (every consumer of the ring: the barrier does
+        // not know which one is its own; the others take one spurious wake).
+        ring_all(&self.ring.bells);
     }
 
     /// Clears the alert.

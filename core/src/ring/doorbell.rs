@@ -22,7 +22,11 @@
 //! If the waiter's fence comes first, the ringer's load sees `PARKED` and wakes it (a futex wait
 //! that starts after the swap returns at once: the kernel compares the word); if the ringer's
 //! comes first, the waiter's re-check sees the published data and it does not sleep. Every park
-//! is bounded by a timeout anyway, so nothing waits longer than the sleep it replaces.
+//! is bounded by its caller's timeout as well, so a signal that rings nobody (a state change that
+//! is not a publish, if one were missed) costs at most that timeout.
+//!
+//! A doorbell has **one waiter** (the thread that owns the consumer): two parkers could lose a
+//! wake, since one's `cancel_park` clears the other's announcement. Any number of ringers.
 
 use super::sync::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -35,7 +39,9 @@ const PARKED: u32 = 1;
 /// a waiter that blocks in `epoll_wait`.
 pub type Waker = Box<dyn Fn() + Send + Sync>;
 
-/// See the module documentation.
+/// See the module documentation. Cache-line aligned (two lines, like [`super::Sequence`]): the
+/// state is written by its waiter and read by every publish.
+#[repr(align(128))]
 pub struct Doorbell {
     state: AtomicU32,
     waker: OnceLock<Waker>,
@@ -171,9 +177,8 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     };
     // SAFETY: FUTEX_WAIT_PRIVATE reads the aligned u32 behind `as_ptr` (alive for the call:
     // `word` is borrowed) and sleeps while it equals `expected`, up to the relative timeout in
-    // `ts` (a valid timespec on our stack). EINTR, EAGAIN and ETIMEDOUT are all handled by the
-    // caller's loop, which re-reads the word and the clock.
-    unsafe {
+    // `ts` (a valid timespec on our stack).
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -182,7 +187,16 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
             &ts as *const libc::timespec,
             std::ptr::null::<u32>(),
             0u32,
-        );
+        )
+    };
+    if rc != 0 {
+        // EINTR, EAGAIN (the word changed: rung) and ETIMEDOUT are handled by the caller's loop,
+        // which re-reads the word and the clock. Anything else (no futexes: ENOSYS) must not
+        // turn the park into a busy loop: sleep the time instead.
+        let e = std::io::Error::last_os_error().raw_os_error();
+        if !matches!(e, Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ETIMEDOUT)) {
+            std::thread::sleep(timeout);
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! Checked by mutation (each change below makes at least one model fail): the single producer's
 //! cursor publish weakened to Relaxed (both SP models); the slot's final stamp store weakened to
 //! Relaxed (both MP models and the lossy model); the seqlock's second stamp check removed (lossy
-//! model). Not detectable with loom: weakening a consumer's `Sequence::set` (gating) to Relaxed,
+//! model); either SeqCst fence of the doorbell protocol removed (`doorbell_ring_is_never_lost`).
+//! Not detectable with loom: weakening a consumer's `Sequence::set` (gating) to Relaxed,
 //! because the hazard it prevents, a read returning a value stored after it by the overwriting
 //! producer, is load buffering, which loom does not model; that pairing is argued in the comments
 //! of `Consumer::poll` and `SingleProducer::has_space_for`.

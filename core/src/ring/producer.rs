@@ -164,6 +164,8 @@ impl<T: Pod> Drop for SingleProducer<T> {
         self.ring.region.set_writer_state(super::shm::WRITER_CLOSED);
         // Release: pairs with the Acquire load in SequenceBarrier::is_producer_closed.
         self.ring.closed.store(true, Ordering::Release);
+        // Parked consumers see the close now rather than when their park times out.
+        ring_all(&self.ring.bells);
     }
 }
 

@@ -146,6 +146,12 @@ impl IdleStrategy {
             return;
         }
         bell.park_timeout(self.park);
+        self.next_park(max_park);
+    }
+
+    /// After a sleeping step: the next one is twice as long, up to `max_park`.
+    #[inline]
+    fn next_park(&mut self, max_park: Duration) {
         self.step = self.step.saturating_add(1).max(1);
         self.park = (self.park * 2).min(max_park).max(Duration::from_nanos(1));
     }
@@ -182,9 +188,8 @@ impl IdleStrategy {
                     self.step += 1;
                     yield_now();
                 } else {
-                    self.step = self.step.saturating_add(1).max(1);
                     park(self.park);
-                    self.park = (self.park * 2).min(max_park).max(Duration::from_nanos(1));
+                    self.next_park(max_park);
                 }
             }
         }

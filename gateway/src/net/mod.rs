@@ -74,7 +74,7 @@ const BACKLOG_RECHECK_NS: u64 = 50_000_000;
 pub const SPIN_CHUNK: Duration = Duration::from_micros(20);
 /// During the in-flight spin, one iteration in this many yields instead of spinning.
 const SPIN_YIELD_EVERY: u32 = 16;
-/// How long the loop yields after its spin budget, before it sleeps.
+/// How long the loop yields after its spin budget, before it parks.
 pub const YIELD_PHASE: Duration = Duration::from_micros(50);
 /// Longest park in `epoll_wait` while commands are in flight (a bound only: the engine's and the
 /// journaler's rings end it as soon as events are releasable).
@@ -189,7 +189,7 @@ pub struct EventLoop {
     read_more: Vec<usize>,
     stats: LoopStats,
     verbose: bool,
-    /// Spin budget while commands are in flight (zero: sleep steps only).
+    /// Spin budget while commands are in flight (zero: park at once).
     in_flight_spin: Duration,
     /// Start of the current run of empty turns with commands in flight.
     idle_since: Option<Instant>,
@@ -259,8 +259,8 @@ impl EventLoop {
     }
 
     /// The `spin` wait profile: while commands are in flight and a turn found nothing, spin on
-    /// the event consumer for up to `budget` (then yield, then sleep). `ZERO` (the default):
-    /// sleep steps only.
+    /// the event consumer for up to `budget` (then yield, then park). `ZERO` (the default): park
+    /// at once.
     pub fn set_in_flight_spin(&mut self, budget: Duration) {
         self.in_flight_spin = budget;
     }
@@ -310,7 +310,9 @@ impl EventLoop {
                     return Err(e);
                 }
             }
-            let mut worked = !events.is_empty();
+            // The waker's own event (a doorbell ring, or shutdown) is not work: the events it
+            // announces are counted by `pump_events` below.
+            let mut worked = events.iter().any(|e| e.token() != WAKER);
             let now = now_ns();
             let retry = std::mem::take(&mut self.read_more);
             for ev in events.iter() {
@@ -341,6 +343,9 @@ impl EventLoop {
                 self.flush_dirty(now_ns());
             }
         }
+        // Stopped with a park announced: rings during the drain need not write the eventfd.
+        self.bell.cancel_park();
+        self.parking = false;
         self.drain();
         Ok(())
     }
@@ -388,6 +393,11 @@ impl EventLoop {
     /// next `epoll_wait` block up to [`IN_FLIGHT_PARK_MAX`]; the engine's or the journaler's ring
     /// (or a socket) ends it. Returns whether it handled engine events.
     fn park_in_flight(&mut self) -> bool {
+        if !self.parked.is_empty() {
+            // Events already taken off the ring (while `submit` waited for inbound space): no
+            // ring will announce them.
+            return self.pump_events(now_ns()) > 0;
+        }
         if !self.read_more.is_empty() {
             return false; // the next turn has reading to do: no blocking
         }
