@@ -292,13 +292,14 @@ impl EventLoop {
         while !self.stop.load(Ordering::Acquire) {
             let now = now_ns();
             let busy = self.in_flight() || !self.read_more.is_empty();
-            let until_deadline = self.next_deadline().map(|d| Duration::from_nanos(d.saturating_sub(now)));
+            // (next_deadline walks the connections: only asked when the loop may block.)
+            let until_deadline = || self.next_deadline().map(|d| Duration::from_nanos(d.saturating_sub(now)));
             let timeout = if self.parking {
-                Some(until_deadline.map_or(IN_FLIGHT_PARK_MAX, |t| t.min(IN_FLIGHT_PARK_MAX)))
+                Some(until_deadline().map_or(IN_FLIGHT_PARK_MAX, |t| t.min(IN_FLIGHT_PARK_MAX)))
             } else if busy {
                 Some(Duration::ZERO)
             } else {
-                until_deadline
+                until_deadline()
             };
             let polled = self.poll.poll(&mut events, timeout);
             if self.parking {
