@@ -80,6 +80,9 @@ impl DurableSeq {
     }
 
     fn ring_bells(&self) {
+        if self.bells[0].get().is_none() {
+            return; // nobody gated on it (slots fill in order)
+        }
         // One fence for all (the doorbell protocol, tickwire_core::ring::Doorbell).
         fence(Ordering::SeqCst);
         for b in self.bells.iter().map_while(|s| s.get()) {
@@ -281,7 +284,7 @@ impl CommandSource for Consumer<Command> {
     /// Parks on the consumer's doorbell, which the command producers ring after each publish: a
     /// command wakes the journaler at once (a system call on the producer's side only then).
     fn park(&mut self, d: Duration) {
-        let bell = self.doorbell();
+        let bell = Consumer::doorbell(self);
         bell.prepare_park();
         if self.may_have_commands() {
             bell.cancel_park();
