@@ -13,13 +13,13 @@
 
 use crate::writer::JournalWriter;
 use crate::{JournalError, Result};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tickwire_core::pipeline::EventConsumer;
-use tickwire_core::ring::{Consumer, Doorbell, Sequence};
+use tickwire_core::ring::{ring_all, Consumer, Doorbell, Sequence};
 use tickwire_core::{Command, Seq};
 
 /// The barrier: the highest command sequence whose journal record is durable (per the configured
@@ -80,14 +80,8 @@ impl DurableSeq {
     }
 
     fn ring_bells(&self) {
-        if self.bells[0].get().is_none() {
-            return; // nobody gated on it (slots fill in order)
-        }
-        // One fence for all (the doorbell protocol, tickwire_core::ring::Doorbell).
-        fence(Ordering::SeqCst);
-        for b in self.bells.iter().map_while(|s| s.get()) {
-            b.ring_after_fence();
-        }
+        // Slots fill in order: the registered doorbells are the leading set ones.
+        ring_all(self.bells.iter().map_while(OnceLock::get));
     }
 
     /// The ring sequence holding the value (for `EventConsumer::set_durable` or a

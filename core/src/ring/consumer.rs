@@ -90,7 +90,7 @@ impl SequenceBarrier {
         self.alert.store(true, Ordering::Release);
         // Wakes a consumer parked on its doorbell (every consumer of the ring: the barrier does
         // not know which one is its own; the others take one spurious wake).
-        ring_all(&self.ring.bells);
+        ring_all(self.ring.bells.iter());
     }
 
     /// Clears the alert.

@@ -126,10 +126,9 @@ impl Doorbell {
         self.ring_after_fence();
     }
 
-    /// `ring` without its fence, for a ringer that rings several doorbells after one
-    /// `fence(SeqCst)` of its own, made after its publish ([`ring_all`]).
+    /// `ring` without its fence, for [`ring_all`], which fences once for many doorbells.
     #[inline]
-    pub fn ring_after_fence(&self) {
+    fn ring_after_fence(&self) {
         // Relaxed load: ordered after the caller's publish by the SeqCst fence; AcqRel swap:
         // one ringer wins the PARKED -> AWAKE transition (pairs with the Acquire loads of
         // `park_timeout`).
@@ -156,16 +155,22 @@ impl Doorbell {
     }
 }
 
-/// Rings every doorbell in `bells` after one fence.
+/// Rings every doorbell in `bells` after one fence (none, and no fence, if `bells` is empty): the
+/// producers' rings after a publish, a durable barrier's after its.
 #[inline]
-pub fn ring_all<B: std::ops::Deref<Target = Doorbell>>(bells: &[B]) {
-    if bells.is_empty() {
+pub fn ring_all<I>(bells: I)
+where
+    I: IntoIterator,
+    I::Item: AsRef<Doorbell>,
+{
+    let mut bells = bells.into_iter().peekable();
+    if bells.peek().is_none() {
         return;
     }
     // SeqCst: pairs with the SeqCst fence of each waiter's `prepare_park`.
     fence(Ordering::SeqCst);
     for b in bells {
-        b.ring_after_fence();
+        b.as_ref().ring_after_fence();
     }
 }
 
@@ -256,7 +261,7 @@ mod tests {
 
     #[test]
     fn custom_waker_replaces_the_futex() {
-        let b = Doorbell::new();
+        let b = Arc::new(Doorbell::new());
         let hits = Arc::new(StdU64::new(0));
         let h = hits.clone();
         assert!(b.set_waker(Box::new(move || {
@@ -264,7 +269,7 @@ mod tests {
         })));
         assert!(!b.set_waker(Box::new(|| {})), "only the first waker is kept");
         b.prepare_park();
-        ring_all(&[&b, &b]);
+        ring_all([&b, &b]);
         assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1, "one wake per park");
         b.cancel_park();
     }

@@ -122,7 +122,7 @@ impl<T: Pod> SingleProducer<T> {
             self.published = hi;
             // After the Release store: a consumer parked on its doorbell is woken (a system call
             // only if one is parked; doorbell.rs).
-            ring_all(&self.ring.bells);
+            ring_all(self.ring.bells.iter());
         }
     }
 
@@ -165,7 +165,7 @@ impl<T: Pod> Drop for SingleProducer<T> {
         // Release: pairs with the Acquire load in SequenceBarrier::is_producer_closed.
         self.ring.closed.store(true, Ordering::Release);
         // Parked consumers see the close now rather than when their park times out.
-        ring_all(&self.ring.bells);
+        ring_all(self.ring.bells.iter());
     }
 }
 
@@ -236,7 +236,7 @@ impl<T: Pod> MultiProducer<T> {
         };
         self.ring.write(seq, &make(seq));
         // After the stamp's Release store (doorbell.rs).
-        ring_all(&self.ring.bells);
+        ring_all(self.ring.bells.iter());
         seq
     }
 
@@ -246,7 +246,7 @@ impl<T: Pod> MultiProducer<T> {
         let seq = self.claim(1, false)?;
         self.ring.write(seq, &make(seq));
         // After the stamp's Release store (doorbell.rs).
-        ring_all(&self.ring.bells);
+        ring_all(self.ring.bells.iter());
         Ok(seq)
     }
 
@@ -270,7 +270,7 @@ impl<T: Pod> MultiProducer<T> {
             self.ring.write(seq, &make(i, seq));
         }
         // After the stamps' Release stores (doorbell.rs).
-        ring_all(&self.ring.bells);
+        ring_all(self.ring.bells.iter());
         (lo, lo + n as u64 - 1)
     }
 
