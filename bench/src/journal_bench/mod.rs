@@ -117,8 +117,9 @@ fn hist() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).expect("histogram bounds")
 }
 
-/// A file of `len` zero bytes, synced: writes into it allocate nothing (a like-for-like
-/// stand-in for the journal's preallocated segments).
+/// A file of `len` zero bytes, synced: writes into it allocate nothing. Not the same I/O as the
+/// journal's `fallocate`d segments, whose unwritten extents are converted as records go in (an
+/// `fdatasync` that covers a new block also commits that metadata): a lower bound for them.
 fn zero_file(path: &Path, len: usize) -> File {
     let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).expect("create file");
     let chunk = vec![0u8; 1 << 20];
