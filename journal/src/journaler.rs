@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tickwire_core::pipeline::EventConsumer;
-use tickwire_core::ring::{ring_all, Consumer, Doorbell, Sequence};
+use tickwire_core::ring::{ring_all, Consumer, Doorbell, Sequence, DOORBELL_PARK_MAX};
 use tickwire_core::{Command, Seq};
 
 /// The barrier: the highest command sequence whose journal record is durable (per the configured
@@ -265,8 +265,10 @@ impl CommandSource for Consumer<Command> {
             } else if spins < 128 {
                 std::thread::yield_now();
             } else {
-                // Sleeps until the producers ring (or the rest of the timeout).
+                // Sleeps until the producers ring (or the rest of the timeout), then lets the
+                // journaler's loop look again (a stop rings the same doorbell).
                 CommandSource::park(self, timeout.saturating_sub(start.elapsed()));
+                return;
             }
         }
     }
@@ -292,11 +294,13 @@ impl CommandSource for Consumer<Command> {
     }
 }
 
-/// Empty source waits (each up to ~1 ms) before the journaler backs off to plain sleeps.
+/// Empty source waits (each up to the sleep bound below) before the journaler backs off to sleeps.
 const IDLE_WAITS_BEFORE_BACKOFF: u32 = 2;
 /// First idle sleep of that back-off (it doubles up to [`IDLE_SLEEP_MAX`]).
 const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
-/// Longest idle sleep of that back-off.
+/// Longest idle sleep of that back-off, for a source without a doorbell (a plain sleep: it is
+/// the latency the first command after an idle period may wait). A source with a doorbell parks
+/// up to [`DOORBELL_PARK_MAX`] instead: the producers ring it, so a long park adds no latency.
 const IDLE_SLEEP_MAX: Duration = Duration::from_millis(1);
 
 /// Longest single stretch of the idle spin before the journaler loop runs again (so an `async`
@@ -463,10 +467,12 @@ impl Journaler {
         let mut spin_until: Option<Instant> = None;
         // Empty waits in a row, and the current idle sleep: after IDLE_WAITS_BEFORE_BACKOFF empty
         // waits the journaler sleeps instead of calling the source's (spinning) wait, doubling from
-        // IDLE_SLEEP_MIN to IDLE_SLEEP_MAX, so an idle server does not keep a core busy. Reset by
-        // any batch. Costs at most IDLE_SLEEP_MAX on the first command after a long idle.
+        // IDLE_SLEEP_MIN to IDLE_SLEEP_MAX (DOORBELL_PARK_MAX for a source with a doorbell), so an
+        // idle server does not keep a core busy. Reset by any batch. A plain sleep costs at most
+        // IDLE_SLEEP_MAX on the first command after a long idle; a doorbell park costs nothing.
         let mut idle_waits = 0u32;
         let mut idle_sleep = IDLE_SLEEP_MIN;
+        let sleep_max = if source.doorbell().is_some() { DOORBELL_PARK_MAX } else { IDLE_SLEEP_MAX };
         loop {
             buf.clear();
             let state = source.poll(&mut buf, max);
@@ -497,7 +503,7 @@ impl Journaler {
                 }
                 spin_until = None;
             }
-            let t = writer.sync_due_in().unwrap_or(Duration::from_millis(1)).max(Duration::from_micros(10));
+            let t = writer.sync_due_in().unwrap_or(sleep_max).max(Duration::from_micros(10));
             if idle_waits < IDLE_WAITS_BEFORE_BACKOFF {
                 idle_waits += 1;
                 source.wait(t);
@@ -505,7 +511,7 @@ impl Journaler {
                 idle_waits = 0;
             } else {
                 source.park(idle_sleep.min(t));
-                idle_sleep = (idle_sleep * 2).min(IDLE_SLEEP_MAX);
+                idle_sleep = (idle_sleep * 2).min(sleep_max);
             }
         }
     }

@@ -47,7 +47,7 @@ pub use doorbell::{ring_all, Doorbell, Waker};
 pub use lossy::{Lapped, LossyReader};
 pub use producer::{MultiProducer, SingleProducer};
 pub use sequence::Sequence;
-pub use wait::{IdleStrategy, WaitStrategyKind};
+pub use wait::{IdleStrategy, WaitStrategyKind, DOORBELL_PARK_MAX};
 
 use std::fmt;
 use std::path::PathBuf;

@@ -15,6 +15,13 @@ use super::doorbell::Doorbell;
 use super::sync::{park, spin_hint, yield_now};
 use std::time::Duration;
 
+/// Longest park of [`IdleStrategy::idle_on`], which may grow past a `Backoff`'s `max_park` up to
+/// this. `max_park` bounds the latency a sleep adds after an idle period; a park on a doorbell
+/// adds none (the producer that brings work rings it), so its bound only limits how long a missed
+/// ring could go unnoticed. Longer parks let an idle server sleep: with 1 ms parks its engine
+/// woke 1000 times a second.
+pub const DOORBELL_PARK_MAX: Duration = Duration::from_millis(50);
+
 /// How a thread waits when it has nothing to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStrategyKind {
@@ -127,7 +134,8 @@ impl IdleStrategy {
     /// [`IdleStrategy::idle`], except that a sleeping step (Backoff, after the spins and yields)
     /// parks on `bell` for the same time at most: it announces the park, re-checks `has_work`
     /// (a producer that published just before does not ring a sleeper), and sleeps until the
-    /// bell is rung or the step's time passes. Other strategies and steps are unchanged.
+    /// bell is rung or the step's time passes. The parks keep doubling past `max_park` up to
+    /// [`DOORBELL_PARK_MAX`]. Other strategies and steps are unchanged.
     #[inline]
     pub fn idle_on(&mut self, work_count: usize, bell: &Doorbell, has_work: impl FnOnce() -> bool) {
         if work_count > 0 {
@@ -146,7 +154,7 @@ impl IdleStrategy {
             return;
         }
         bell.park_timeout(self.park);
-        self.next_park(max_park);
+        self.next_park(max_park.max(DOORBELL_PARK_MAX));
     }
 
     /// After a sleeping step: the next one is twice as long, up to `max_park`.
@@ -226,6 +234,28 @@ mod tests {
         s.idle(3);
         assert!(!s.is_parking());
         assert_eq!(s.park, Duration::from_nanos(1));
+    }
+
+    /// Parks on a doorbell keep doubling past `max_park`, up to `DOORBELL_PARK_MAX` (a ring ends
+    /// them, so `max_park`'s latency bound does not apply); plain sleeps stay capped (above).
+    #[test]
+    fn doorbell_parks_grow_past_max_park() {
+        let kind = WaitStrategyKind::Backoff {
+            spins: 0,
+            yields: 0,
+            min_park: Duration::from_nanos(1),
+            max_park: Duration::from_micros(4),
+        };
+        let mut s = kind.idle_strategy();
+        let bell = Doorbell::new();
+        // 1 ns doubling to 50 ms: 27 parks (~100 ms asleep), then a few at the bound.
+        for _ in 0..30 {
+            s.idle_on(0, &bell, || false);
+            assert!(s.park <= DOORBELL_PARK_MAX);
+        }
+        assert_eq!(s.park, DOORBELL_PARK_MAX);
+        s.idle_on(1, &bell, || false);
+        assert_eq!(s.park, Duration::from_nanos(1), "work resets the parks");
     }
 
     #[test]
