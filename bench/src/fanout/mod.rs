@@ -1,7 +1,8 @@
 //! `tickwire-bench fanout`: market-data fan-out to K WebSocket subscribers held by two separate
 //! client processes, Tickwire's feed (epoll and/or io_uring backend) against two tokio +
-//! tokio-tungstenite + `tokio::sync::broadcast` baselines (`naive`, `tuned`), same clients, same
-//! stream, same run.
+//! tokio-tungstenite + `tokio::sync::broadcast` baselines (`naive`, `tuned`) and, when
+//! `TICKWIRE_UWS_BIN` names it (bench/uws/build.sh), uWebSockets (`uws`: one epoll thread,
+//! pub/sub), same clients, same stream, same run.
 //!
 //! Every server runs in its own process (this binary, `--role server`) with a publisher thread: a
 //! real engine on random order flow, paced at R market-data updates/s (level deltas and trades;
@@ -51,8 +52,9 @@ pub struct FanoutArgs {
     /// Tickwire backend(s): epoll, uring or both.
     #[arg(long, default_value = "both")]
     pub backend: String,
-    /// Servers to run (comma-separated from tickwire, naive, tuned).
-    #[arg(long, value_delimiter = ',', default_value = "tickwire,naive,tuned")]
+    /// Servers to run (comma-separated from tickwire, naive, tuned, uws; uws needs
+    /// TICKWIRE_UWS_BIN, see bench/uws/build.sh, and is skipped without it).
+    #[arg(long, value_delimiter = ',', default_value = "tickwire,uws,naive,tuned")]
     pub servers: Vec<String>,
     /// Tickwire feed shards (threads of the server process, SO_REUSEPORT on one port).
     #[arg(long, default_value_t = 1)]
@@ -66,7 +68,7 @@ pub struct FanoutArgs {
     /// Internal: server or client process.
     #[arg(long, hide = true)]
     pub role: Option<String>,
-    /// Internal (server): tickwire, naive or tuned.
+    /// Internal (server): tickwire, naive, tuned or uws.
     #[arg(long, hide = true, default_value = "tickwire")]
     pub kind: String,
     /// Internal (client): server address.
@@ -128,6 +130,10 @@ pub fn run(a: &FanoutArgs) {
             }
             "naive" => servers.push(("naive", None)),
             "tuned" => servers.push(("tuned", None)),
+            "uws" => match std::env::var_os("TICKWIRE_UWS_BIN") {
+                Some(p) if std::path::Path::new(&p).is_file() => servers.push(("uws", None)),
+                _ => eprintln!("fanout: skipping uws: TICKWIRE_UWS_BIN does not name a binary (bench/uws/build.sh builds one)"),
+            },
             s => panic!("--servers: unknown {s}"),
         }
     }
@@ -141,32 +147,48 @@ pub fn run(a: &FanoutArgs) {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     for &k in &ks {
-        let mut best: Vec<(&'static str, String, f64, f64, bool)> = Vec::new();
+        let mut best: Vec<(&'static str, String, Outcome)> = Vec::new();
         for &(kind, b) in &servers {
-            let backend = b.map_or("tokio".to_string(), |b| b.name().to_string());
+            let backend = match (kind, b) {
+                (_, Some(b)) => b.name().to_string(),
+                ("uws", None) => "epoll".to_string(),
+                _ => "tokio".to_string(),
+            };
             match run_one(&mut rep, &plan, kind, b, &backend, k, a.shards) {
-                Ok((sat, strict, saturated)) => best.push((kind, backend, sat, strict, saturated)),
+                Ok(o) => best.push((kind, backend, o)),
                 Err(e) => rep.note(&format!("fanout: {kind}/{backend} with {k} subscribers failed: {e}")),
             }
         }
-        if !plan.sweep {
-            continue; // no saturation figures to compare
-        }
-        if let Some(tuned) = best.iter().find(|x| x.0 == "tuned").cloned() {
-            for (kind, backend, v, strict, _) in &best {
-                if *kind != "tickwire" {
-                    continue;
+        let find = |name: &str| best.iter().find(|x| x.0 == name).map(|x| x.2);
+        let (tuned, uws) = (find("tuned"), find("uws"));
+        for (kind, backend, o) in &best {
+            if *kind != "tickwire" {
+                continue;
+            }
+            let tags = [("backend", backend.clone()), ("server", kind.to_string()), ("subscribers", k.to_string())];
+            // The fixed-rate goal is a p99 under half of uWebSockets': this ratio < 0.5.
+            if let Some(u) = uws.filter(|u| u.fixed_p99_us > 0.0) {
+                rep.add(BENCH, "latency_p99_ratio_vs_uws", o.fixed_p99_us / u.fixed_p99_us, "x", &[&tags[..], &[("phase", "fixed".to_string())]].concat());
+            }
+            if !plan.sweep {
+                continue; // no saturation figures to compare
+            }
+            if let Some(t) = tuned {
+                if t.delivered > 0.0 {
+                    rep.add(BENCH, "delivered_ratio_vs_tungstenite", o.delivered / t.delivered, "x", &tags);
                 }
-                let tags = [("backend", backend.clone()), ("server", kind.to_string()), ("subscribers", k.to_string())];
-                if tuned.2 > 0.0 {
-                    rep.add(BENCH, "delivered_ratio_vs_tungstenite", v / tuned.2, "x", &tags);
-                }
-                if tuned.3 > 0.0 {
-                    rep.add(BENCH, "delivered_ratio_vs_tungstenite_p99_250ms", strict / tuned.3, "x", &tags);
+                if t.delivered_p99_250ms > 0.0 {
+                    rep.add(BENCH, "delivered_ratio_vs_tungstenite_p99_250ms", o.delivered_p99_250ms / t.delivered_p99_250ms, "x", &tags);
                 }
             }
+            if let Some(u) = uws.filter(|u| u.delivered > 0.0) {
+                rep.add(BENCH, "delivered_ratio_vs_uws", o.delivered / u.delivered, "x", &tags);
+            }
         }
-        for (kind, backend, _, _, saturated) in &best {
+        if !plan.sweep {
+            continue;
+        }
+        for (kind, backend, Outcome { saturated, .. }) in &best {
             if !saturated {
                 rep.note(&format!("fanout: {kind}/{backend} at {k} subscribers kept up at the highest sweep rate: its saturation figure is a lower bound"));
             }
@@ -175,11 +197,26 @@ pub fn run(a: &FanoutArgs) {
     rep.finish();
 }
 
+/// What one server run gives the comparisons.
+#[derive(Clone, Copy)]
+struct Outcome {
+    /// Highest delivered updates/s that kept up.
+    delivered: f64,
+    /// The same with p99 < 250 ms.
+    delivered_p99_250ms: f64,
+    /// Whether a sweep step failed (else `delivered` is a lower bound).
+    saturated: bool,
+    /// p99 of the fixed phase, µs.
+    fixed_p99_us: f64,
+}
+
 /// A child process of this binary with line-oriented stdin/stdout.
 struct Proc {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
+    /// A process of the server's own that holds the subscribers (`READY <port> <pid>`).
+    io_pid: Option<u32>,
 }
 
 impl Proc {
@@ -204,11 +241,21 @@ impl Proc {
                 }
             }
         });
-        Ok(Proc { child, stdin, lines })
+        Ok(Proc { child, stdin, lines, io_pid: None })
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The process whose memory holds the subscribers.
+    fn mem_pid(&self) -> u32 {
+        self.io_pid.unwrap_or_else(|| self.pid())
+    }
+
+    /// CPU seconds of the process and its subscriber process.
+    fn cpu(&self) -> f64 {
+        cpu(self.pid()) + self.io_pid.map_or(0.0, cpu)
     }
 
     fn send(&mut self, l: &str) {
@@ -406,7 +453,7 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
         c.send("RESET");
     }
     let t0 = Instant::now();
-    let s0 = cpu(srv.pid());
+    let s0 = srv.cpu();
     let c0: f64 = clients.iter().map(|c| cpu(c.pid())).sum();
     let poller = stats_port.map(|(port, shards)| PassPoller::start(port, shards));
     std::thread::sleep(Duration::from_secs_f64(secs));
@@ -415,7 +462,7 @@ fn measure(srv: &mut Proc, clients: &mut [Proc], rate: u64, warmup: f64, secs: f
     }
     // The window ends here, whatever the feed's /stats answers cost afterwards.
     let secs = t0.elapsed().as_secs_f64();
-    let cpu_server = (cpu(srv.pid()) - s0) / secs * 100.0;
+    let cpu_server = (srv.cpu() - s0) / secs * 100.0;
     let cpu_clients = (clients.iter().map(|c| cpu(c.pid())).sum::<f64>() - c0) / secs * 100.0;
     let passes = poller.and_then(PassPoller::finish);
     let mut w = Window { hist: Some(Histogram::new_with_bounds(1, 120_000_000, 3).map_err(|e| e.to_string())?), passes, ..Window::default() };
@@ -470,10 +517,9 @@ impl Best {
     }
 }
 
-/// Runs one server with `k` subscribers; returns (highest delivered/s that kept up, the same with
-/// p99 < 250 ms, whether a sweep step failed).
+/// Runs one server with `k` subscribers.
 #[allow(clippy::too_many_arguments)]
-fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendKind>, backend: &str, k: usize, shards: usize) -> Result<(f64, f64, bool), String> {
+fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendKind>, backend: &str, k: usize, shards: usize) -> Result<Outcome, String> {
     eprintln!("fanout: {kind}/{backend}, {k} subscribers");
     let mut srv = Proc::spawn(&[
         "--role".into(),
@@ -487,8 +533,11 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     ])?;
     let ready = srv.expect("READY", Duration::from_secs(30))?;
     let port: u16 = ready.split_whitespace().nth(1).and_then(|p| p.parse().ok()).ok_or("bad READY line")?;
+    // `READY <port> <pid>`: the subscribers live in that process (uws); its memory is the
+    // figure, its CPU is added to the server's.
+    srv.io_pid = ready.split_whitespace().nth(2).and_then(|p| p.parse().ok());
     std::thread::sleep(Duration::from_millis(500));
-    let rss0 = rss(srv.pid());
+    let rss0 = rss(srv.mem_pid());
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         let n = k / CLIENTS + usize::from(c < k % CLIENTS);
@@ -507,7 +556,7 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
         c.expect("CONNECTED", Duration::from_secs(300))?;
     }
     std::thread::sleep(Duration::from_secs(1));
-    let rss1 = rss(srv.pid());
+    let rss1 = rss(srv.mem_pid());
     let tags = |extra: &[(&'static str, String)]| {
         let mut v = vec![("backend", backend.to_string()), ("server", kind.to_string()), ("subscribers", k.to_string())];
         v.extend_from_slice(extra);
@@ -519,6 +568,7 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     let w = measure(&mut srv, &mut clients, plan.fixed_rate, plan.fixed_warmup_secs, plan.fixed_secs, stats_port)?;
     let fixed = tags(&[("phase", "fixed".into()), ("rate", plan.fixed_rate.to_string())]);
     report_window(rep, &w, &fixed);
+    let fixed_p99_us = w.pct(0.99);
 
     let (mut best, mut strict) = (Best::default(), Best::default());
     best.offer(&w, k, plan.fixed_rate, KEPT_UP_P99_US);
@@ -554,7 +604,7 @@ fn run_one(rep: &mut Report, plan: &Plan, kind: &'static str, b: Option<BackendK
     drop(clients);
     drop(srv);
     std::thread::sleep(Duration::from_millis(500));
-    Ok((best.delivered, strict.delivered, saturated))
+    Ok(Outcome { delivered: best.delivered, delivered_p99_250ms: strict.delivered, saturated, fixed_p99_us })
 }
 
 fn report_window(rep: &mut Report, w: &Window, t: &[(&'static str, String)]) {

@@ -1,6 +1,9 @@
 //! Server role: a paced publisher (a real engine on random order flow) feeding either Tickwire's
-//! feed (one shard, epoll or io_uring) or a tokio + tokio-tungstenite + broadcast baseline
-//! (`naive` or `tuned`). Control on stdin: `RATE <updates/s>`, `QUIT`; prints `READY <port>`.
+//! feed (one shard, epoll or io_uring), a tokio + tokio-tungstenite + broadcast baseline
+//! (`naive` or `tuned`), or the uWebSockets baseline (`uws`: a child process, the binary named
+//! by `TICKWIRE_UWS_BIN`, fed the payloads over a pipe; bench/uws/). Control on stdin:
+//! `RATE <updates/s>`, `QUIT`; prints `READY <port>`, or `READY <port> <pid>` when the
+//! subscribers live in another process (`uws`), whose memory and CPU the coordinator then reads.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -152,6 +155,7 @@ pub fn run(kind: &str, backend: BackendKind, shards: usize, instruments: u32) {
     let publisher_thread;
     let port;
     let mut rt_guard = None;
+    let mut io_pid = None;
     match kind {
         "tickwire" => {
             let mut cfg = FeedConfig::new("127.0.0.1:0".parse().expect("addr"), (1..=instruments).collect()).with_backend(backend);
@@ -203,9 +207,17 @@ pub fn run(kind: &str, backend: BackendKind, shards: usize, instruments: u32) {
             });
             eprintln!("fanout server: tokio + tokio-tungstenite + broadcast ({kind})");
         }
+        "uws" => {
+            let (p, pid, t) = spawn_uws(instruments, rate.clone(), stop.clone());
+            (port, io_pid, publisher_thread) = (p, Some(pid), t);
+            eprintln!("fanout server: uWebSockets (pid {pid}), one epoll thread, pub/sub topic");
+        }
         k => panic!("unknown server kind {k}"),
     }
-    println!("READY {port}");
+    match io_pid {
+        Some(pid) => println!("READY {port} {pid}"),
+        None => println!("READY {port}"),
+    }
     let _ = std::io::stdout().flush();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
@@ -221,6 +233,52 @@ pub fn run(kind: &str, backend: BackendKind, shards: usize, instruments: u32) {
     if let Some(rt) = rt_guard {
         rt.shutdown_timeout(Duration::from_millis(500));
     }
+}
+
+/// Starts the uWebSockets baseline (bench/uws/fanout_uws.cpp, built by bench/uws/build.sh, path
+/// in `TICKWIRE_UWS_BIN`) and a publisher thread that writes it every batch's payloads
+/// (`[u32 le length][payload]…`, then a u32 zero; see the .cpp). Returns (port, its pid, the
+/// publisher thread, which closes the pipe and reaps the child when it stops).
+fn spawn_uws(instruments: u32, rate: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> (u16, u32, std::thread::JoinHandle<()>) {
+    use std::process::{Command, Stdio};
+    let bin = std::env::var("TICKWIRE_UWS_BIN").expect("TICKWIRE_UWS_BIN names the uWebSockets baseline (bench/uws/build.sh)");
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    out.read_line(&mut line).expect("read READY from the uWebSockets baseline");
+    let port: u16 = line.strip_prefix("READY ").and_then(|p| p.trim().parse().ok()).unwrap_or_else(|| panic!("{bin}: expected READY <port>, got {line:?}"));
+    let pid = child.id();
+    let mut pipe = child.stdin.take().expect("piped stdin");
+    let thread = std::thread::spawn(move || {
+        let mut fan = HubFrames::new(instruments);
+        let mut buf = Vec::new();
+        publisher(instruments, rate, stop, |evs| {
+            buf.clear();
+            fan.frames(evs, |payload| {
+                buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&payload);
+            });
+            if buf.is_empty() {
+                return; // no update in this batch
+            }
+            buf.extend_from_slice(&0u32.to_le_bytes());
+            // A dead child shows up as gaps and dead connections in the clients' counts.
+            let _ = pipe.write_all(&buf);
+        });
+        drop(pipe); // EOF: the child exits
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+    (port, pid, thread)
 }
 
 /// The same messages Tickwire sends, for the baselines: a sans-IO [`Hub`] with one connection
