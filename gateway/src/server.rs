@@ -211,8 +211,8 @@ fn start_parts(cfg: &ServerConfig) -> Result<Parts, ServerError> {
     let (engine, rb) = rebuild(&rec, &cfg.engine, &hub, &entries).map_err(err("journal replay"))?;
     if rb.mismatches > 0 {
         eprintln!(
-            "tickwire: WARNING: {} gateway rejects got another session sequence than before the restart \
-             (keys or accounts changed?); clients may see sequence resets",
+            "tickwire: WARNING: {} gateway rejects got another session sequence than before the restart, \
+             or admin follows were refused (keys or accounts changed?); clients may see sequence resets",
             rb.mismatches
         );
     }

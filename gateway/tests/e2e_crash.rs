@@ -246,3 +246,42 @@ fn sigkill_restart_relogon_and_state_hash() {
     println!("e2e_crash: {accepted_total} orders accepted, {live_total} resting at the end, {resent} resent after re-logon");
     assert!(accepted_total > 0, "no order was ever accepted");
 }
+
+/// Which accounts an admin key follows is not in the journal (it follows an account from its
+/// first message for it on); the gateway's side log keeps it. After a SIGKILL and a restart the
+/// admin's report stream comes back with the same sequences, and the account's later reports
+/// still reach it.
+#[test]
+fn sigkill_restart_keeps_an_admin_keys_report_stream() {
+    let dir = TempDir::new("e2e-admin");
+    let cfg = test_config("sync")
+        .replace("[limits]", "[[keys]]\nid = 20\nrole = \"admin\"\nsecret = \"secret-20\"\naccounts = []\n\n[limits]");
+    let wait = Duration::from_secs(20);
+    let mut srv = ServerProc::start(dir.path(), Some(&cfg));
+    let mut a = Client::connect(srv.addr).unwrap();
+    a.logon_hb(20, 0, 60_000);
+    a.send(limit_buy(1, 2, 100)).unwrap();
+    let mut before = a.until_report(|r| r.session_seq == 1, wait);
+    // The same id again: a gateway reject (duplicate_order_id), logged beside the journal.
+    a.send(limit_buy(1, 2, 100)).unwrap();
+    before.extend(a.until_report(|r| r.session_seq == 2, wait));
+    assert_eq!(before.len(), 2);
+    assert_eq!(before[0].exec_type, ExecType::Accepted);
+    assert_eq!((before[1].exec_type, before[1].reason), (ExecType::Rejected, tickwire_core::RejectReason::DuplicateOrderId as u8), "{before:?}");
+    srv.sigkill();
+
+    let mut srv = ServerProc::start(dir.path(), Some(&cfg));
+    let mut a = Client::connect(srv.addr).unwrap();
+    let la = a.logon_hb(20, 0, 60_000);
+    assert_eq!(la.last_seq, 2, "the admin's session sequence changed across the restart");
+    assert_eq!(a.until_report(|r| r.session_seq == 2, wait), before);
+    // Key 3 sells into the admin's order on account 2: the admin gets account 2's fill.
+    let mut t = Client::connect(srv.addr).unwrap();
+    t.logon_hb(3, 0, 60_000);
+    let sell = NewOrder { side: 2, order_type: 1, stp: 0, client_order_id: 1, account: 3, instrument: 1, price: Some(100), qty: 1 };
+    t.send(ClientMsg::NewOrder(sell)).unwrap();
+    let after = a.until_report(|r| r.exec_type == ExecType::Fill, wait);
+    assert_eq!(after.iter().map(|r| (r.session_seq, r.account)).collect::<Vec<_>>(), vec![(3, 2)]);
+    drop((a, t));
+    srv.sigterm();
+}

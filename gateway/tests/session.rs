@@ -348,6 +348,102 @@ fn token_bucket_throttles_then_disconnects_persistent_abuse() {
 }
 
 #[test]
+fn throttle_bucket_and_count_belong_to_the_key_not_the_connection() {
+    let w = World::new(); // 10 msg/s, burst 20, disconnect at a throttle count of 5
+    let t = w.now;
+    let mut c = w.connect();
+    w.logon(&mut c, TRADER, 1, 0, false);
+    for i in 0..20 {
+        c.send(&new_order(10, i, Side::Buy, Some(1), 1), t);
+    }
+    for i in 0..3 {
+        let rep = reports(&c.send(&new_order(10, 100 + i, Side::Buy, Some(1), 1), t));
+        assert_eq!(rep[0].reason, RejectReason::Throttled as u8);
+    }
+    // Reconnecting neither refills the bucket nor clears the count (3): the second throttled
+    // message on the new connection (count 5) ends it.
+    c.s.handle_disconnect(t, &mut c.fx);
+    let mut c = w.connect();
+    w.logon(&mut c, TRADER, 2, 0, false);
+    let rep = reports(&c.send(&new_order(10, 200, Side::Buy, Some(1), 1), t));
+    assert_eq!(rep[0].reason, RejectReason::Throttled as u8);
+    assert!(!c.s.is_closed());
+    c.send(&new_order(10, 201, Side::Buy, Some(1), 1), t);
+    assert_eq!(c.fx.close, Some(DisconnectReason::Throttled));
+
+    // Once the bucket is full again (2 s at 10/s) the count starts over.
+    let t = t + 2 * SEC;
+    let mut c = w.connect();
+    w.logon(&mut c, TRADER, 3, 0, false);
+    for i in 0..20 {
+        c.send(&new_order(10, 300 + i, Side::Buy, Some(1), 1), t);
+    }
+    assert_eq!(c.fx.commands.len(), 20);
+    for i in 0..4 {
+        c.send(&new_order(10, 400 + i, Side::Buy, Some(1), 1), t);
+    }
+    assert!(!c.s.is_closed());
+}
+
+#[test]
+fn a_sender_over_its_rate_is_disconnected_even_if_some_messages_get_a_token() {
+    // One message in three gets a token (10/s, one every 100 ms, three sent per 100 ms): the count
+    // rises by one per round, so the session ends instead of logging rejects forever.
+    let w = World::new();
+    let mut c = w.connect();
+    w.logon(&mut c, TRADER, 1, 0, false);
+    let mut t = w.now;
+    for i in 0..20 {
+        c.send(&new_order(10, i, Side::Buy, Some(1), 1), t);
+    }
+    let mut id = 100;
+    let mut rounds = 0;
+    while !c.s.is_closed() {
+        assert!(rounds < 10, "still connected after {rounds} rounds over the rate");
+        t += 100 * MS;
+        for _ in 0..3 {
+            c.send(&new_order(10, id, Side::Buy, Some(1), 1), t);
+            id += 1;
+        }
+        rounds += 1;
+    }
+    assert_eq!(c.fx.close, Some(DisconnectReason::Throttled));
+}
+
+#[test]
+fn a_read_key_cancel_on_disconnect_flag_cancels_nothing() {
+    let w = World::new();
+    let mut r = w.connect();
+    w.logon(&mut r, READER, 1, 0, true);
+    r.s.handle_disconnect(w.now, &mut r.fx);
+    assert_eq!(r.fx.close, Some(DisconnectReason::TransportClosed));
+    assert!(r.fx.commands.is_empty(), "a drop copy cancelled: {:?}", r.fx.commands);
+}
+
+#[test]
+fn an_admin_keeps_the_accounts_it_acted_for_across_reconnects() {
+    let mut w = World::new();
+    let mut a = w.connect();
+    w.logon(&mut a, ADMIN, 1, 0, false);
+    a.send(&new_order(20, 1, Side::Buy, Some(100), 1), w.now);
+    let out = w.run(&mut [&mut a]);
+    assert_eq!(reports(&out[0])[0].session_seq, 1);
+    a.s.handle_disconnect(w.now, &mut a.fx);
+    // Reconnected, it has not acted for account 20 yet in this connection: it still receives the
+    // account's reports, and its cancel-on-disconnect still covers it.
+    let mut a = w.connect();
+    w.logon(&mut a, ADMIN, 2, 1, true);
+    let mut o = w.connect();
+    w.logon(&mut o, OTHER, 1, 0, false);
+    o.send(&new_order(20, 2, Side::Sell, Some(100), 1), w.now);
+    let out = w.run(&mut [&mut a, &mut o]);
+    let got: Vec<_> = reports(&out[0]).iter().map(|r| (r.session_seq, r.exec_type)).collect();
+    assert_eq!(got, vec![(2, ExecType::Accepted), (3, ExecType::Fill), (4, ExecType::Fill)]);
+    a.s.handle_disconnect(w.now, &mut a.fx);
+    assert_eq!(a.fx.commands, vec![Command::mass_cancel(20, None, CancelReason::CancelOnDisconnect)]);
+}
+
+#[test]
 fn heartbeats_are_sent_when_idle_and_silence_disconnects() {
     let w = World::new();
     let mut c = w.connect();

@@ -80,7 +80,8 @@ proto_enum! {
         NotLoggedOn = 6 => "not_logged_on",
         /// A second Logon on a logged-on session.
         AlreadyLoggedOn = 7 => "already_logged_on",
-        /// A valid message the receiver does not take in its state (e.g. a server-only type).
+        /// Reserved; this server never sends it (a server-only message type from a client gets
+        /// `unknown_type`, a second Logon `already_logged_on`).
         UnexpectedMessage = 8 => "unexpected_message",
     }
 }

@@ -185,8 +185,8 @@ fn serve(a: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     )?;
     writeln!(
         out,
-        "recovered: {} commands (last sequence {}), {} gateway rejects, {} torn bytes cut",
-        i.recovered_commands, i.last_cmd_seq, i.rebuild.rejects, i.truncated_bytes
+        "recovered: {} commands (last sequence {}), {} gateway rejects, {} admin follows, {} torn bytes cut",
+        i.recovered_commands, i.last_cmd_seq, i.rebuild.rejects, i.rebuild.follows, i.truncated_bytes
     )?;
     writeln!(out, "recovered-state-hash: {:#018x}", i.recovered_hash)?;
     if let Some(f) = i.feed {

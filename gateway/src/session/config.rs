@@ -48,11 +48,13 @@ pub struct SessionConfig {
     pub heartbeat_min_ms: u32,
     /// See `heartbeat_min_ms`.
     pub heartbeat_max_ms: u32,
-    /// Token bucket: sustained inbound messages per second per session.
+    /// Token bucket: sustained inbound messages per second per key (the bucket carries over
+    /// from one connection of the key to the next).
     pub rate_per_sec: u32,
     /// Token bucket: burst size (bucket capacity) in messages.
     pub burst: u32,
-    /// This many throttled messages in a row (without an accepted one between) end the session.
+    /// The session ends when the key's throttle count reaches this: +1 per throttled message,
+    /// −1 per message that got a token, back to 0 once the bucket is full again.
     pub throttle_disconnect_after: u32,
     /// Largest inbound frame accepted (≥ the largest client message, 80 bytes).
     pub max_frame: usize,

@@ -4,6 +4,7 @@
 
 use super::config::{ApiKey, KeyId, SessionConfig, SessionConfigError};
 use super::replay::ReplayStore;
+use super::{TokenBucket, ADMIN_ACCOUNTS_MAX};
 use std::cell::{Ref, RefCell, RefMut};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -25,6 +26,24 @@ struct KeyState {
     /// Nonce → timestamp of the logon that used it.
     nonces: HashMap<u64, u64>,
     live: bool,
+    /// The key's token bucket (from its first message on, kept across connections).
+    bucket: Option<TokenBucket>,
+    /// Throttle count: +1 per throttled message, −1 per message with a token, 0 when the bucket
+    /// is full again.
+    throttled: u32,
+    /// Accounts an admin key acted for beyond its configured ones, in order (≤
+    /// [`ADMIN_ACCOUNTS_MAX`]).
+    followed: Vec<AccountId>,
+}
+
+/// The verdict on one message's token.
+pub(crate) enum Token {
+    /// The message may go on.
+    Taken,
+    /// No token: the message is refused.
+    Throttled,
+    /// No token, and the throttle count reached `throttle_disconnect_after`: end the session.
+    Disconnect,
 }
 
 pub(crate) struct HubState {
@@ -65,7 +84,17 @@ impl Hub {
                     r.push(k.id);
                 }
             }
-            keys.insert(k.id, KeyState { key: k.clone(), nonces: HashMap::new(), live: false });
+            keys.insert(
+                k.id,
+                KeyState {
+                    key: k.clone(),
+                    nonces: HashMap::new(),
+                    live: false,
+                    bucket: None,
+                    throttled: 0,
+                    followed: Vec::new(),
+                },
+            );
         }
         Ok(Hub(Rc::new(RefCell::new(HubState {
             cfg,
@@ -144,7 +173,29 @@ impl HubState {
             return Err(LogonRejectReason::AlreadyLoggedOn);
         }
         k.live = true;
-        Ok(Grant { role: k.key.role, accounts: k.key.accounts.clone() })
+        let mut accounts = k.key.accounts.clone();
+        accounts.extend(k.followed.iter().filter(|a| !k.key.accounts.contains(a)));
+        Ok(Grant { role: k.key.role, accounts })
+    }
+
+    /// Charges one message of `key` to its token bucket (see [`Token`]).
+    pub(crate) fn take_token(&mut self, key: KeyId, now_ns: u64) -> Token {
+        let (rate, burst, limit) = (self.cfg.rate_per_sec, self.cfg.burst, self.cfg.throttle_disconnect_after);
+        let Some(k) = self.keys.get_mut(&key) else { return Token::Throttled };
+        let bucket = k.bucket.get_or_insert_with(|| TokenBucket::new(rate, burst, now_ns));
+        if bucket.refill(now_ns) {
+            k.throttled = 0;
+        }
+        if bucket.try_take(now_ns) {
+            k.throttled = k.throttled.saturating_sub(1);
+            return Token::Taken;
+        }
+        k.throttled = k.throttled.saturating_add(1);
+        if k.throttled >= limit {
+            Token::Disconnect
+        } else {
+            Token::Throttled
+        }
     }
 
     /// The key's connection ended.
@@ -154,12 +205,24 @@ impl HubState {
         }
     }
 
-    /// Makes `key` receive the reports of `account` (an admin acting for it).
-    pub(crate) fn follow(&mut self, key: KeyId, account: AccountId) {
+    /// Makes `key` receive the reports of `account` from now on (an admin acting for it), and
+    /// has the store record that (a restart must route the same reports). Err
+    /// `CapacityExhausted` when the key already follows [`ADMIN_ACCOUNTS_MAX`] extra accounts.
+    pub(crate) fn follow(&mut self, key: KeyId, account: AccountId) -> Result<(), RejectReason> {
+        let Some(k) = self.keys.get_mut(&key) else { return Err(RejectReason::NotAuthorised) };
+        if k.key.accounts.contains(&account) || k.followed.contains(&account) {
+            return Ok(());
+        }
+        if k.followed.len() >= ADMIN_ACCOUNTS_MAX {
+            return Err(RejectReason::CapacityExhausted);
+        }
+        k.followed.push(account);
         let r = self.routes.entry(account).or_default();
         if !r.contains(&key) {
             r.push(key);
         }
+        self.store.record_follow(key, account);
+        Ok(())
     }
 
     /// Consumes a client order id of `account` for the trading session.

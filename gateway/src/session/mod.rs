@@ -28,12 +28,15 @@
 //!   `ProtocolError`; no Logout is sent).
 //! - Heartbeats: the server sends one when it has sent nothing for an interval; nothing received
 //!   for two intervals → Logout `HeartbeatTimeout` and close.
-//! - Throttling: a token bucket per session (`rate_per_sec`, `burst`) charges every message after
-//!   the logon; an order message without a token is rejected `Throttled`;
-//!   `throttle_disconnect_after` throttled messages in a row → Logout `Throttled` and close.
+//! - Throttling: a token bucket per key (`rate_per_sec`, `burst`) charges every message after
+//!   the logon; an order message without a token is rejected `Throttled`. The key's throttle
+//!   count goes up by one per message without a token and down by one per message with one (it
+//!   restarts from 0 once the bucket has filled up again); at `throttle_disconnect_after` →
+//!   Logout `Throttled` and close. Bucket and count belong to the key, not the connection, so a
+//!   reconnect neither refills the bucket nor clears the count.
 //! - Authorisation: `read` keys get `NotAuthorised` for every order message; `trade` keys for an
 //!   account not theirs; `admin` keys may act for any account (up to [`ADMIN_ACCOUNTS_MAX`]
-//!   distinct ones per session).
+//!   distinct ones per key, followed from then on, across reconnects and restarts).
 //! - Idempotency: a NewOrder whose client order id the account already used in this trading
 //!   session (through any session of the gateway) is rejected `DuplicateOrderId` by the gateway.
 //!   An id is used by the first NewOrder that passes the gateway's checks, even if the engine then
@@ -42,7 +45,8 @@
 //! - Gateway rejects are ExecutionReports with flag `EXEC_GATEWAY`, sequenced like the engine's.
 //! - Cancel-on-disconnect: a session logged on with the flag that ends any way but a client Logout
 //!   emits one MassCancel command (reason `CancelOnDisconnect`, all instruments) per account it
-//!   trades (`trade`: its accounts; `admin`: its accounts and those it acted for).
+//!   trades (`trade`: its accounts; `admin`: its accounts and those it acted for). A `read` key's
+//!   flag is ignored: a drop copy may not cancel anything.
 //! - Sequencing and replay: every ExecutionReport carries the key's session sequence (gapless from
 //!   1, kept by the [`ReplayStore`]). Reports are stored whether or not the key is connected; a
 //!   Logon with `last_seq_seen = n` is answered LogonAccepted, then every stored report after `n`.
@@ -53,6 +57,7 @@ mod replay;
 
 pub use config::{ApiKey, KeyId, SessionConfig, SessionConfigError};
 pub use hub::Hub;
+use hub::Token;
 pub use replay::{MemoryReplayStore, ReplayStore};
 
 use tickwire_core::command::CMD_HAS_PRICE;
@@ -103,14 +108,15 @@ pub enum SessionState {
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// Distinct accounts one admin session may act for (each is followed and cancelled on
-/// disconnect); beyond it, messages for a new account are rejected `CapacityExhausted`.
+/// Distinct accounts one admin key may act for beyond its configured ones (each is followed and
+/// cancelled on disconnect); beyond it, messages for a new account are rejected
+/// `CapacityExhausted`.
 pub const ADMIN_ACCOUNTS_MAX: usize = 4096;
 
 /// Token bucket in nano-tokens: a message costs `NANOS_PER_SEC`; `rate` tokens per second accrue
 /// as `rate` nano-tokens per nanosecond.
 #[derive(Clone, Copy, Debug)]
-struct TokenBucket {
+pub(crate) struct TokenBucket {
     level: u64,
     cap: u64,
     rate: u64,
@@ -118,15 +124,22 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate_per_sec: u32, burst: u32, now_ns: u64) -> TokenBucket {
+    pub(crate) fn new(rate_per_sec: u32, burst: u32, now_ns: u64) -> TokenBucket {
         let cap = (burst as u64).saturating_mul(NANOS_PER_SEC);
         TokenBucket { level: cap, cap, rate: rate_per_sec as u64, last_ns: now_ns }
     }
 
-    fn try_take(&mut self, now_ns: u64) -> bool {
+    /// Adds the tokens accrued since the last call; true if the bucket is full.
+    pub(crate) fn refill(&mut self, now_ns: u64) -> bool {
         let elapsed = now_ns.saturating_sub(self.last_ns);
         self.last_ns = self.last_ns.max(now_ns);
         self.level = self.level.saturating_add(elapsed.saturating_mul(self.rate)).min(self.cap);
+        self.level == self.cap
+    }
+
+    /// Takes one token if there is one (after [`TokenBucket::refill`]).
+    pub(crate) fn try_take(&mut self, now_ns: u64) -> bool {
+        self.refill(now_ns);
         if self.level >= NANOS_PER_SEC {
             self.level -= NANOS_PER_SEC;
             true
@@ -146,8 +159,6 @@ struct Active {
     cancel_on_disconnect: bool,
     /// Highest session sequence written to the client.
     sent_seq: Seq,
-    bucket: TokenBucket,
-    throttled_run: u32,
 }
 
 #[derive(Debug)]
@@ -405,10 +416,10 @@ impl Session {
                 return;
             }
         };
-        let (hb_ms, rate, burst, last, first) = {
+        let (hb_ms, last, first) = {
             let h = self.hub.borrow();
             let hb = l.heartbeat_ms.clamp(h.cfg.heartbeat_min_ms, h.cfg.heartbeat_max_ms);
-            (hb, h.cfg.rate_per_sec, h.cfg.burst, h.last_seq(l.key_id), h.first_seq(l.key_id))
+            (hb, h.last_seq(l.key_id), h.first_seq(l.key_id))
         };
         // Resend from the first report after the client's last seen, or from the oldest retained.
         let (sent_seq, replay_from) = if l.last_seq_seen >= last || first == 0 {
@@ -423,27 +434,24 @@ impl Session {
             role: grant.role,
             accounts: grant.accounts,
             heartbeat_ns: hb_ms as u64 * 1_000_000,
-            cancel_on_disconnect: l.cancel_on_disconnect,
+            // A drop copy may not cancel: its flag is ignored (docs/protocol.md).
+            cancel_on_disconnect: l.cancel_on_disconnect && grant.role != Role::Read,
             sent_seq,
-            bucket: TokenBucket::new(rate, burst, now_ns),
-            throttled_run: 0,
         }));
         self.flush(fx);
     }
 
-    /// Charges one message to the bucket; false if throttled (and closes on persistent abuse).
+    /// Charges one message to the key's bucket; false if throttled (and closes on persistent
+    /// abuse).
     fn take_token(&mut self, now_ns: u64, fx: &mut Effects) -> bool {
-        let limit = self.hub.borrow().cfg.throttle_disconnect_after;
-        let State::Active(a) = &mut self.state else { return false };
-        if a.bucket.try_take(now_ns) {
-            a.throttled_run = 0;
-            return true;
+        let State::Active(a) = &self.state else { return false };
+        match self.hub.borrow_mut().take_token(a.key, now_ns) {
+            Token::Taken => return true,
+            Token::Throttled => return false,
+            Token::Disconnect => {}
         }
-        a.throttled_run += 1;
-        if a.throttled_run >= limit {
-            self.send(&Logout { reason: DisconnectReason::Throttled as u8 }, fx);
-            self.close(DisconnectReason::Throttled, fx);
-        }
+        self.send(&Logout { reason: DisconnectReason::Throttled as u8 }, fx);
+        self.close(DisconnectReason::Throttled, fx);
         false
     }
 
@@ -478,12 +486,12 @@ impl Session {
                 Role::Admin => {
                     if a.accounts.contains(&account) {
                         Ok(())
-                    } else if a.accounts.len() >= ADMIN_ACCOUNTS_MAX {
-                        Err(RejectReason::CapacityExhausted)
                     } else {
-                        a.accounts.push(account);
-                        self.hub.borrow_mut().follow(key, account);
-                        Ok(())
+                        let followed = self.hub.borrow_mut().follow(key, account);
+                        if followed.is_ok() {
+                            a.accounts.push(account);
+                        }
+                        followed
                     }
                 }
             }

@@ -3,7 +3,7 @@
 
 use super::config::KeyId;
 use std::collections::{HashMap, VecDeque};
-use tickwire_core::Seq;
+use tickwire_core::{AccountId, Seq};
 use tickwire_protocol::ExecReport;
 
 /// Keeps execution reports per API key. Sequences are per key, gapless from 1; the hub assigns
@@ -17,6 +17,9 @@ pub trait ReplayStore {
     fn first_seq(&self, key: KeyId) -> Seq;
     /// The report with this sequence, if retained.
     fn get(&self, key: KeyId, seq: Seq) -> Option<ExecReport>;
+    /// `key` (an admin) follows `account` from now on. A store that outlives the process records
+    /// it, so that a restart routes the same reports to the key; the default does nothing.
+    fn record_follow(&mut self, _key: KeyId, _account: AccountId) {}
 }
 
 #[derive(Debug, Default)]
