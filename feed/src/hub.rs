@@ -324,6 +324,24 @@ impl Conn {
             self.out.push_front(hb_id);
         }
     }
+
+    /// Drops every queued frame but one already partly written (the WebSocket stream must stay
+    /// well-formed). A flagged heartbeat must have been unflagged first.
+    fn drop_queued(&mut self, frames: &mut FrameTable) {
+        debug_assert!(!self.hb);
+        let keep = if self.head_off > 0 { self.out.pop_front() } else { None };
+        for x in self.out.drain(..) {
+            frames.release(x);
+        }
+        self.queued = 0;
+        match keep {
+            Some(h) => {
+                self.queued = frames.get(h).len() - self.head_off as usize;
+                self.out.push_back(h);
+            }
+            None => self.head_off = 0,
+        }
+    }
 }
 
 /// Subscriptions kept inline (no heap) per connection; more spill to a `Vec`.
@@ -1091,32 +1109,13 @@ impl Hub {
         c.busy |= class == Class::Data;
         let len = self.frames.get(f).len();
         if budgeted && !c.out.is_empty() && c.queued + len > budget {
-            // Keep a frame already partly written: the WebSocket stream must stay well-formed.
-            let keep = if c.head_off > 0 { c.out.pop_front() } else { None };
-            for x in c.out.drain(..) {
-                self.frames.release(x);
-            }
-            c.queued = 0;
-            if let Some(h) = keep {
-                c.queued = self.frames.get(h).len() - c.head_off as usize;
-                c.out.push_back(h);
-            } else {
-                c.head_off = 0;
-            }
             match policy {
                 SlowPolicy::Conflate => {
+                    c.drop_queued(&mut self.frames);
                     c.conflated = true;
                     self.stats.conflations += 1;
                 }
-                SlowPolicy::Disconnect => {
-                    for fr in [error_frame(ErrorMsg::new(ErrorCode::SlowConsumer, 0, 0)), Bytes::from(ws::close_frame(ws::CLOSE_POLICY))] {
-                        c.queued += fr.len();
-                        c.out.push_back(self.frames.insert(fr));
-                    }
-                    c.state = State::Closing;
-                    c.since_tick = self.tick;
-                    self.stats.slow_disconnects += 1;
-                }
+                SlowPolicy::Disconnect => return self.slow_close(id),
             }
         } else {
             c.queued += len;
@@ -1124,6 +1123,29 @@ impl Hub {
             c.out.push_back(f);
             self.stats.frames_queued += 1;
         }
+        if !c.in_dirty {
+            c.in_dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Ends a slow consumer: drops what is queued (but a frame already partly written), queues
+    /// Error `slow_consumer` and a close 1008, and closes once they are written.
+    fn slow_close(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_mut()) else { return };
+        if c.state != State::Open {
+            return;
+        }
+        c.unflag_heartbeat(&mut self.frames, self.hb_id);
+        c.drop_queued(&mut self.frames);
+        for fr in [error_frame(ErrorMsg::new(ErrorCode::SlowConsumer, 0, 0)), Bytes::from(ws::close_frame(ws::CLOSE_POLICY))] {
+            c.queued += fr.len();
+            c.out.push_back(self.frames.insert(fr));
+        }
+        c.state = State::Closing;
+        c.since_tick = self.tick;
+        c.partial = None;
+        self.stats.slow_disconnects += 1;
         if !c.in_dirty {
             c.in_dirty = true;
             self.dirty.push(id);
@@ -1391,6 +1413,13 @@ impl Hub {
                         self.begin_close(id, 0);
                         return buf.len();
                     }
+                    ws::Handshake::Upgrade { consumed, .. } if consumed > self.cfg.max_handshake => {
+                        // The limit holds however the request arrived (in one read or several).
+                        self.stats.handshake_failures += 1;
+                        self.push_control(id, Bytes::from(http::too_large()));
+                        self.begin_close(id, 0);
+                        return buf.len();
+                    }
                     ws::Handshake::Upgrade { response, consumed } => {
                         pos += consumed;
                         self.push_control(id, Bytes::from(response));
@@ -1409,14 +1438,16 @@ impl Hub {
                     Ok(Some(fr)) => {
                         let (a, b) = (pos + fr.payload.0, pos + fr.payload.1);
                         pos += fr.consumed;
+                        if matches!(fr.opcode, ws::OP_BINARY | ws::OP_PING) && self.queued(id) > self.cfg.budget_bytes {
+                            // A request from a client that leaves more than its budget unread:
+                            // answering would queue without bound (replies are not conflated),
+                            // so it ends as a slow consumer, whatever the slow policy.
+                            self.slow_close(id);
+                            return buf.len();
+                        }
                         match fr.opcode {
                             ws::OP_BINARY => self.on_client_msg(id, &buf[a..b]),
                             ws::OP_PING => {
-                                if self.queued(id) > self.cfg.budget_bytes {
-                                    self.stats.slow_disconnects += 1;
-                                    self.begin_close(id, ws::CLOSE_POLICY);
-                                    return buf.len();
-                                }
                                 self.push_control(id, Bytes::from(ws::server_frame(ws::OP_PONG, &buf[a..b])));
                             }
                             ws::OP_CLOSE => {

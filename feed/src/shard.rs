@@ -20,6 +20,9 @@ pub const EVENTS_PER_WAKE: usize = 65_536;
 pub const SOURCE_POLLS_PER_PASS: usize = 8;
 /// Connections written between two looks at the source at least.
 pub const CONNS_PER_SOURCE_POLL_MIN: usize = 128;
+/// Reads of one connection per wake-up at most (each up to [`SCRATCH_BYTES`]): a client that
+/// sends without pause is read again on the next wake-up, after the others were served.
+pub const READS_PER_CONN_PER_WAKE: usize = 4;
 /// Write passes over the dirty connections per wake-up at most (then the loop serves accepts,
 /// reads and timers, and comes back without sleeping).
 pub const PASSES_PER_WAKE: usize = 2;
@@ -91,6 +94,9 @@ pub struct FeedShard<S: EventSource> {
     evbuf: Vec<Event>,
     ready: Vec<Ready>,
     ids: Vec<ConnId>,
+    /// Connections whose reads stopped at [`READS_PER_CONN_PER_WAKE`] with input left: read
+    /// again on the next wake-up (edge-triggered readiness will not say so again).
+    reread: Vec<ConnId>,
     /// Longest write pass since the last tick, in ns (published as `write_pass_ns_max`).
     pass_ns_max: u64,
     stats_out: Arc<Mutex<HubStats>>,
@@ -118,6 +124,7 @@ impl<S: EventSource> FeedShard<S> {
             evbuf: Vec::new(),
             ready: Vec::new(),
             ids: Vec::new(),
+            reread: Vec::new(),
             pass_ns_max: 0,
             stats_out: Arc::new(Mutex::new(HubStats::default())),
         })
@@ -201,6 +208,15 @@ impl<S: EventSource> FeedShard<S> {
     /// One wake-up: engine events → publish; then connection readiness; then writes and closes.
     fn step(&mut self) {
         self.pump_source();
+        let mut reread = std::mem::take(&mut self.reread);
+        for &id in &reread {
+            self.read_all(id);
+        }
+        reread.clear();
+        if self.reread.is_empty() {
+            // Keep the allocation.
+            self.reread = reread;
+        }
         let ready = std::mem::take(&mut self.ready);
         for r in &ready {
             match *r {
@@ -250,7 +266,7 @@ impl<S: EventSource> FeedShard<S> {
     }
 
     fn read_all(&mut self, id: ConnId) {
-        loop {
+        for _ in 0..READS_PER_CONN_PER_WAKE {
             if !self.hub.is_open(id) {
                 return;
             }
@@ -269,6 +285,9 @@ impl<S: EventSource> FeedShard<S> {
                 Err(_) => return self.close(id),
             }
         }
+        // Full reads all the way: more may be waiting.
+        self.reread.push(id);
+        self.backend.notifier().notify();
     }
 
     fn flush_one(&mut self, id: ConnId) {

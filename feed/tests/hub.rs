@@ -338,6 +338,91 @@ proptest! {
 }
 
 /// The fan-out encodes each message once: every subscriber receives the same frames.
+/// A client that keeps asking (Resume, Ping, bad messages, WebSocket pings) and never reads:
+/// replies are not conflated, so without a bound they would queue forever. Under either policy
+/// it is closed as a slow consumer once more than its budget waits, and the queue stays within
+/// the budget plus one reply; a reading subscriber is not affected.
+fn asks_without_reading(policy: SlowPolicy) {
+    let budget = 64 * 1024;
+    let mut cfg = HubConfig::new(vec![1, 2]);
+    cfg.budget_bytes = budget;
+    cfg.slow_policy = policy;
+    let mut h = Hub::new(cfg);
+    let mut eng = engine();
+    let mut r = Rng(5);
+    let mut seq = 0;
+    let mut good = FakeClient::connect(&mut h);
+    good.send_msg(&mut h, ClientMsg::Subscribe { instrument: 1 });
+    let mut sg: [InstrumentSync; 3] = Default::default();
+    feed_some(&mut eng, &mut h, &mut r, &mut seq, 3000);
+    apply(&good.frames(&mut h), &mut sg);
+    // The most one request can queue: the whole replay window (and an Error and a Snapshot).
+    let window_bytes: usize = {
+        let mut probe = FakeClient::connect(&mut h);
+        probe.send_msg(&mut h, ClientMsg::Resume { instrument: 1, last_seq: 0 });
+        let q = h.queued(probe.id);
+        h.close(probe.id);
+        q
+    };
+    let mut bad = FakeClient::connect(&mut h);
+    bad.send_msg(&mut h, ClientMsg::Subscribe { instrument: 1 });
+    let mut burst = Vec::new();
+    for _ in 0..200 {
+        burst.extend(client_frame(2, &ClientMsg::Resume { instrument: 1, last_seq: 0 }.to_vec()));
+        burst.extend(client_frame(2, &ClientMsg::Ping { nonce: 1 }.to_vec()));
+        burst.extend(client_frame(2, &[0xEE; 16]));
+        burst.extend(client_frame(9, b"ping"));
+    }
+    for _ in 0..10 {
+        bad.send_raw(&mut h, &burst);
+        assert!(
+            h.queued(bad.id) <= budget + window_bytes + 1024,
+            "queue {} over budget {budget} + one reply {window_bytes}",
+            h.queued(bad.id)
+        );
+        h.on_tick_at(true, 0);
+        feed_some(&mut eng, &mut h, &mut r, &mut seq, 1);
+        apply(&good.frames(&mut h), &mut sg);
+    }
+    assert_same_book(&eng, &sg[1], 1);
+    assert!(h.stats.slow_disconnects >= 1);
+    let f = bad.frames(&mut h);
+    let last = f.last().unwrap();
+    assert_eq!((last.opcode, last.payload.as_slice()), (8, &1008u16.to_be_bytes()[..]));
+    assert!(f.iter().any(|f| matches!(ServerMsg::decode(&f.payload), Ok(ServerMsg::Error(e)) if e.code == ErrorCode::SlowConsumer as u16)));
+    assert!(bad.closed);
+    apply(&good.frames(&mut h), &mut sg);
+    assert_eq!(h.frames_held(), 1, "only the heartbeat is held");
+}
+
+#[test]
+fn a_client_asking_without_reading_is_closed_conflate() {
+    asks_without_reading(SlowPolicy::Conflate);
+}
+
+#[test]
+fn a_client_asking_without_reading_is_closed_disconnect() {
+    asks_without_reading(SlowPolicy::Disconnect);
+}
+
+#[test]
+fn an_oversize_upgrade_in_one_read_gets_431() {
+    let mut h = hub();
+    let id = h.open();
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        .to_vec();
+    for _ in 0..25 {
+        req.extend_from_slice(format!("X-Filler: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    h.on_read(id, &mut req);
+    let mut c = FakeClient { id, inbox: Vec::new(), closed: false };
+    c.drain(&mut h);
+    assert!(c.inbox.starts_with(b"HTTP/1.1 431"), "{:?}", String::from_utf8_lossy(&c.inbox[..40.min(c.inbox.len())]));
+    assert!(c.closed);
+}
+
 #[test]
 fn frames_are_encoded_once() {
     let mut h = hub();
